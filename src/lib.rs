@@ -1,0 +1,22 @@
+//! checkout: a billing/checkout layer for PostgreSQL.
+//!
+//! This file only wires modules. Each module owns one concept of the design: its SQL (in `sql/`),
+//! its Rust functions, and its tests.
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+mod schema;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod test_support;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

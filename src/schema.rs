@@ -1,0 +1,227 @@
+//! The tables, constraints and indexes (sql/schema.sql), and `checkout.verify()` (sql/verify.sql).
+use pgrx::prelude::*;
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/verify.sql", name = "verify", finalize);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::test_support::{fixture, sqlstate_of};
+    use pgrx::prelude::*;
+
+    const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql)
+            .expect("query failed")
+            .expect("NULL count")
+    }
+
+    #[pg_test]
+    fn one_active_or_trialing_subscription_per_customer_and_product() {
+        fixture();
+        // The seed's index keyed on status let an 'active' and a 'trialing' row coexist.
+        let second = "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
+             VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'trialing', 0, 'usd', 'month', now(), now() + interval '1 month')";
+        assert_eq!(sqlstate_of(second), "23505");
+        // A canceled one alongside is fine.
+        assert_eq!(
+            sqlstate_of(&second.replace("'trialing'", "'canceled'")),
+            "00000"
+        );
+        // Another product of the same customer is fine.
+        assert_eq!(
+            sqlstate_of(&second.replace(
+                "b0000000-0000-0000-0000-0000000000a1",
+                "b0000000-0000-0000-0000-0000000000a2"
+            )),
+            "00000"
+        );
+    }
+
+    #[pg_test]
+    fn subscription_checks() {
+        fixture();
+        let base = "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end, trial_start, trial_end)
+             VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 1000, 'usd', 'month', '2026-01-01', '2026-02-01', NULL, NULL)";
+        assert_eq!(sqlstate_of(base), "00000", "valid row is accepted");
+        let cases = [
+            ("'2026-01-01', '2026-02-01'", "'2026-02-01', '2026-01-01'"), // period end < start
+            ("NULL, NULL)", "'2026-01-10', '2026-01-01')"),               // trial end < start
+            ("1000, 'usd'", "-1, 'usd'"),                                 // negative amount
+            ("'usd'", "'USD'"),             // currency not lowercase ISO
+            ("'month'", "'fortnight'"),     // interval
+            ("'canceled'", "'bogus_status'"), // status
+        ];
+        for (from, to) in cases {
+            let bad = base
+                .replace("'active', 1000", "'canceled', 1000")
+                .replace(from, to);
+            assert_eq!(sqlstate_of(&bad), "23514", "{to}");
+        }
+    }
+
+    #[pg_test]
+    fn customer_uniqueness_is_case_insensitive_and_per_organization() {
+        fixture();
+        let dup = "INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'ALICE@example.com')";
+        assert_eq!(sqlstate_of(dup), "23505");
+        // bob@example.com exists in org A only: org B may have its own.
+        let bob_b = "INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000002', 'Bob@Example.com')";
+        assert_eq!(sqlstate_of(bob_b), "00000");
+        assert_eq!(
+            sqlstate_of(&bob_b.replace("000000000002", "000000000001")),
+            "23505"
+        );
+        // A soft-deleted customer no longer holds the email.
+        Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
+        assert_eq!(sqlstate_of(dup), "00000");
+        let ext = "INSERT INTO checkout.customers (organization_id, email, external_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'new@example.com', 'ext-a2')";
+        assert_eq!(
+            sqlstate_of(ext),
+            "23505",
+            "external_id is unique per organization"
+        );
+        assert_eq!(sqlstate_of(&ext.replace("ext-a2", "ext-new")), "00000");
+    }
+
+    #[pg_test]
+    fn other_checks() {
+        fixture();
+        let pi = "INSERT INTO checkout.payment_intents (organization_id, stripe_payment_intent_id, amount, currency, status) VALUES ('a0000000-0000-0000-0000-000000000001', 'pi_2', 0, 'usd', 'succeeded')";
+        assert_eq!(sqlstate_of(pi), "23514", "payment amount must be > 0");
+        assert_eq!(sqlstate_of(&pi.replace(", 0,", ", 1,")), "00000");
+        let refund = "INSERT INTO checkout.refunds (organization_id, payment_intent_id, amount, currency) VALUES ('a0000000-0000-0000-0000-000000000001', 'pi_1', 0, 'usd')";
+        assert_eq!(sqlstate_of(refund), "23514", "refund amount must be > 0");
+        assert_eq!(sqlstate_of(&refund.replace(", 0,", ", 5,")), "00000");
+        let rq = "INSERT INTO checkout.reconciliation_queue (type, reference_id, priority) VALUES ('charge', 'ch_1', 11)";
+        assert_eq!(sqlstate_of(rq), "23514", "priority is 1..10");
+        assert_eq!(sqlstate_of(&rq.replace("11)", "10)")), "00000");
+        assert_eq!(
+            sqlstate_of(&rq.replace("11)", "1)")),
+            "23505",
+            "one open item per (type, reference_id)"
+        );
+    }
+
+    #[pg_test]
+    fn feature_grant_unique_and_on_conflict_target() {
+        fixture();
+        let grant = "INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000a1', 'd0000000-0000-0000-0000-0000000000a1')";
+        assert_eq!(sqlstate_of(grant), "23505", "fixture already granted it");
+        let upsert = format!("{grant} ON CONFLICT (customer_id, feature_id, subscription_id) DO UPDATE SET granted_at = EXCLUDED.granted_at");
+        assert_eq!(sqlstate_of(&upsert), "00000");
+        assert_eq!(count("SELECT count(*) FROM checkout.feature_grants"), 1);
+    }
+
+    #[pg_test]
+    fn idempotency_keys_are_per_organization() {
+        fixture();
+        let key = "INSERT INTO checkout.idempotency_keys (organization_id, key) VALUES ('a0000000-0000-0000-0000-000000000001', 'k1')";
+        assert_eq!(sqlstate_of(key), "00000");
+        assert_eq!(sqlstate_of(key), "23505");
+        assert_eq!(
+            sqlstate_of(&key.replace("000000000001", "000000000002")),
+            "00000"
+        );
+        assert_eq!(
+            sqlstate_of(&key.replace("'k1'", "''")),
+            "23514",
+            "empty key"
+        );
+    }
+
+    #[pg_test]
+    fn cross_tenant_references_are_rejected() {
+        fixture();
+        // Org A subscription with org B's customer (the seed accepted this).
+        let sub = "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
+             VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a2', 'active', 0, 'usd', 'month', now(), now())";
+        assert_eq!(sqlstate_of(sub), "23503");
+        // ... or org B's product.
+        let sub_b = sub
+            .replace(
+                "c0000000-0000-0000-0000-0000000000b1",
+                "c0000000-0000-0000-0000-0000000000a2",
+            )
+            .replace(
+                "b0000000-0000-0000-0000-0000000000a2",
+                "b0000000-0000-0000-0000-0000000000b1",
+            );
+        assert_eq!(sqlstate_of(&sub_b), "23503");
+        // Grant of org B's feature to org A's customer.
+        let grant = "INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000b1')";
+        assert_eq!(sqlstate_of(grant), "23503");
+        // Moving a subscription to the other organization is refused too.
+        let moved = "UPDATE checkout.subscriptions SET organization_id = 'a0000000-0000-0000-0000-000000000002' WHERE id = 'd0000000-0000-0000-0000-0000000000a1'";
+        assert_eq!(sqlstate_of(moved), "23503");
+        let trial = "INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('a0000000-0000-0000-0000-000000000002', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())";
+        assert_eq!(sqlstate_of(trial), "23503");
+        assert_eq!(
+            sqlstate_of(&trial.replace("0000000000a1'", "0000000000b1'")),
+            "00000"
+        );
+    }
+
+    #[pg_test]
+    fn deletes_follow_the_seed_cascade_intent() {
+        fixture();
+        // A customer with subscriptions cannot be deleted.
+        assert_eq!(
+            sqlstate_of(
+                "DELETE FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a1'"
+            ),
+            "23503"
+        );
+        // Grants go with their subscription.
+        assert_eq!(sqlstate_of("DELETE FROM checkout.subscriptions WHERE id = 'd0000000-0000-0000-0000-0000000000a1'"), "00000");
+        assert_eq!(count("SELECT count(*) FROM checkout.feature_grants"), 0);
+        // Idempotency keys referenced by rows can expire and be deleted (the seed's FK blocked this).
+        Spi::run("INSERT INTO checkout.idempotency_keys (organization_id, key, expires_at) VALUES ('a0000000-0000-0000-0000-000000000001', 'used', now() - interval '1 day')").unwrap();
+        Spi::run("UPDATE checkout.subscriptions SET idempotency_key = 'used' WHERE organization_id = 'a0000000-0000-0000-0000-000000000001'").unwrap();
+        assert_eq!(
+            sqlstate_of("DELETE FROM checkout.idempotency_keys WHERE expires_at < now()"),
+            "00000"
+        );
+        // Deleting an organization removes everything it owns.
+        assert_eq!(
+            sqlstate_of(&format!(
+                "DELETE FROM checkout.organizations WHERE id = '{ORG_A}'"
+            )),
+            "00000"
+        );
+        let left = count(&format!(
+            "SELECT (SELECT count(*) FROM checkout.customers WHERE organization_id = '{ORG_A}')
+                  + (SELECT count(*) FROM checkout.subscriptions WHERE organization_id = '{ORG_A}')
+                  + (SELECT count(*) FROM checkout.products WHERE organization_id = '{ORG_A}')"
+        ));
+        assert_eq!(left, 0);
+    }
+
+    #[pg_test]
+    fn verify_reports_all_ok_then_a_dropped_index() {
+        let bad = count("SELECT count(*) FROM checkout.verify() WHERE NOT ok");
+        assert_eq!(bad, 0, "fresh install verifies");
+        assert!(count("SELECT count(*) FROM checkout.verify()") > 100);
+        Spi::run("DROP INDEX checkout.idx_subscriptions_ending").unwrap();
+        let failing = Spi::get_one::<String>(
+            "SELECT string_agg(\"check\", ',') FROM checkout.verify() WHERE NOT ok",
+        )
+        .unwrap();
+        assert_eq!(failing.as_deref(), Some("index idx_subscriptions_ending"));
+    }
+
+    #[pg_test]
+    fn public_cannot_create_in_schema() {
+        let can =
+            Spi::get_one::<bool>("SELECT has_schema_privilege('public', 'checkout', 'CREATE')")
+                .unwrap();
+        assert_eq!(can, Some(false));
+        let usage = Spi::get_one::<bool>(
+            "SELECT has_table_privilege('public', 'checkout.customers', 'SELECT')",
+        )
+        .unwrap();
+        assert_eq!(usage, Some(false));
+    }
+}
