@@ -2,11 +2,13 @@
 //!
 //! This file only wires modules. Each module owns one concept of the design: its SQL (in `sql/`),
 //! its Rust functions, and its tests.
-use pgrx::prelude::*;
-
 ::pgrx::pg_module_magic!(name, version);
 
+mod email;
+mod errors;
+mod plans;
 mod schema;
+mod trials;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;

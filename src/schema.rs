@@ -50,8 +50,8 @@ mod tests {
             ("'2026-01-01', '2026-02-01'", "'2026-02-01', '2026-01-01'"), // period end < start
             ("NULL, NULL)", "'2026-01-10', '2026-01-01')"),               // trial end < start
             ("1000, 'usd'", "-1, 'usd'"),                                 // negative amount
-            ("'usd'", "'USD'"),             // currency not lowercase ISO
-            ("'month'", "'fortnight'"),     // interval
+            ("'usd'", "'USD'"),               // currency not lowercase ISO
+            ("'month'", "'fortnight'"),       // interval
             ("'canceled'", "'bogus_status'"), // status
         ];
         for (from, to) in cases {

@@ -39,3 +39,12 @@ CREATE FUNCTION checkout_test.fixture() RETURNS void LANGUAGE sql AS $$
   INSERT INTO checkout.payment_intents (organization_id, stripe_payment_intent_id, amount, currency, status) VALUES
     ('a0000000-0000-0000-0000-000000000001', 'pi_1', 1000, 'usd', 'succeeded');
 $$;
+
+-- The lines of EXPLAIN (COSTS OFF) of a statement.
+CREATE FUNCTION checkout_test.explain_lines(stmt text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE line text;
+BEGIN
+  FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || stmt LOOP
+    RETURN NEXT line;
+  END LOOP;
+END $$;

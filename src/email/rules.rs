@@ -1,0 +1,446 @@
+//! The pure core of `normalize_email`: no pgrx types, so it is unit- and property-tested without
+//! Postgres. One canonical form per mailbox, so that address variants of one person are caught.
+//!
+//! Rules (version [`RULES_VERSION`]), applied in this order:
+//! 1. trim surrounding white space; reject control or white-space characters inside, and inputs
+//!    longer than [`MAX_LEN`] characters;
+//! 2. Unicode NFKC, then lowercase (ASCII input skips both: it is already NFKC);
+//! 3. exactly one `@`, non-empty local part and domain;
+//! 4. domain: one trailing dot dropped, IDNA (UTS #46) to its ASCII form (`exämple.com` ->
+//!    `xn--exmple-cua.com`), must be a hostname of two or more labels with a non-numeric TLD;
+//! 5. local part: everything from the first `+` dropped (every domain);
+//! 6. providers: Gmail (`googlemail.com` -> `gmail.com`, dots dropped); Yahoo (`yahoo.*`,
+//!    `ymail.com`, `rocketmail.com`: everything from the first `-` dropped, since Yahoo base names
+//!    cannot contain `-`); Proton (`protonmail.com`, `protonmail.ch`, `proton.me`, `pm.me`: dots,
+//!    hyphens and underscores dropped); Apple (`me.com`, `mac.com` -> `icloud.com`);
+//! 7. the local part must still be non-empty, and the result at most [`MAX_LEN`] characters.
+//!
+//! The output is a fixed point: `normalize(normalize(x)) == normalize(x)`.
+use std::fmt;
+use unicode_normalization::UnicodeNormalization;
+
+/// Bump when any rule changes: stored forms carry it, and `renormalize_email_variants()` recomputes
+/// rows written under another version.
+pub const RULES_VERSION: i32 = 1;
+
+/// RFC 5321's limit on a forward path, in characters.
+pub const MAX_LEN: usize = 254;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailError {
+    TooLong(usize),
+    ControlOrSpace,
+    NoAt,
+    SeveralAt,
+    EmptyLocal,
+    EmptyDomain,
+    InvalidDomain,
+}
+
+impl fmt::Display for EmailError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmailError::TooLong(n) => write!(
+                f,
+                "email address is too long ({n} characters, at most {MAX_LEN})"
+            ),
+            EmailError::ControlOrSpace => {
+                f.write_str("email address contains a control or white-space character")
+            }
+            EmailError::NoAt => f.write_str("email address has no \"@\""),
+            EmailError::SeveralAt => f.write_str("email address has more than one \"@\""),
+            EmailError::EmptyLocal => f.write_str("email address has an empty local part"),
+            EmailError::EmptyDomain => f.write_str("email address has an empty domain"),
+            EmailError::InvalidDomain => f.write_str("email domain is not a valid hostname"),
+        }
+    }
+}
+
+/// The canonical form of an email address, or why it is not one.
+pub fn normalize(input: &str) -> Result<String, EmailError> {
+    let trimmed = input.trim();
+    let chars = trimmed.chars().count();
+    if chars > MAX_LEN {
+        return Err(EmailError::TooLong(chars));
+    }
+    if trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(EmailError::ControlOrSpace);
+    }
+    let folded = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        // NFKC again after lowercasing: lowercasing can leave a string that is not NFKC.
+        let lowered = trimmed.nfkc().collect::<String>().to_lowercase();
+        let folded: String = lowered.nfkc().collect();
+        // Compatibility forms can map to spaces or controls (e.g. U+2028 is caught above, but
+        // U+FE6B maps to '@'); check again on what NFKC produced.
+        if folded.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(EmailError::ControlOrSpace);
+        }
+        folded
+    };
+
+    let mut parts = folded.split('@');
+    let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(local), Some(domain), None) => (local, domain),
+        (_, None, _) => return Err(EmailError::NoAt),
+        _ => return Err(EmailError::SeveralAt),
+    };
+    if local.is_empty() {
+        return Err(EmailError::EmptyLocal);
+    }
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.is_empty() {
+        return Err(EmailError::EmptyDomain);
+    }
+    let ascii_domain = to_ascii_hostname(domain)?;
+    let domain = canonical_provider_domain(&ascii_domain);
+
+    let mut local = match local.find('+') {
+        Some(i) => &local[..i],
+        None => local,
+    };
+    if is_yahoo(domain) {
+        if let Some(i) = local.find('-') {
+            local = &local[..i];
+        }
+    }
+    let dropped: &[char] = match domain {
+        "gmail.com" => &['.'],
+        "protonmail.com" | "protonmail.ch" | "proton.me" | "pm.me" => &['.', '-', '_'],
+        _ => &[],
+    };
+    let mut out = String::with_capacity(local.len() + 1 + domain.len());
+    if local.is_ascii() {
+        out.extend(local.chars().filter(|c| !dropped.contains(c)));
+    } else {
+        // Dropping a character can bring a base letter and a combining mark together: recompose.
+        out.extend(local.chars().filter(|c| !dropped.contains(c)).nfkc());
+    }
+    if out.is_empty() {
+        return Err(EmailError::EmptyLocal);
+    }
+    out.push('@');
+    out.push_str(domain);
+    let len = out.chars().count();
+    if len > MAX_LEN {
+        return Err(EmailError::TooLong(len));
+    }
+    Ok(out)
+}
+
+fn canonical_provider_domain(domain: &str) -> &str {
+    match domain {
+        "googlemail.com" => "gmail.com",
+        "me.com" | "mac.com" => "icloud.com",
+        other => other,
+    }
+}
+
+fn is_yahoo(domain: &str) -> bool {
+    domain.starts_with("yahoo.") || domain == "ymail.com" || domain == "rocketmail.com"
+}
+
+/// IDNA (UTS #46, strict: STD3 characters, hyphen positions, DNS lengths) to the ASCII form, then
+/// our own hostname rule: at least two labels, and a TLD that is not all digits (no IP addresses).
+/// Plain lowercase ASCII hostnames skip the IDNA machinery; the checks they get are the same.
+fn to_ascii_hostname(domain: &str) -> Result<String, EmailError> {
+    let plain = domain
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ascii = if plain && !domain.split('.').any(|l| l.starts_with("xn--")) {
+        if domain.len() > 253 || !domain.split('.').all(valid_ldh_label) {
+            return Err(EmailError::InvalidDomain);
+        }
+        domain.to_owned()
+    } else {
+        idna::domain_to_ascii_strict(domain).map_err(|_| EmailError::InvalidDomain)?
+    };
+    let mut labels = ascii.rsplit('.');
+    let tld = labels.next().unwrap_or("");
+    if labels.next().is_none() || tld.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EmailError::InvalidDomain);
+    }
+    Ok(ascii)
+}
+
+/// A letter-digit-hyphen label as UTS #46 strict mode checks it.
+fn valid_ldh_label(label: &str) -> bool {
+    let b = label.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !(b.len() >= 4 && b[2] == b'-' && b[3] == b'-')
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    /// (input, expected canonical form or error)
+    const CASES: &[(&str, Result<&str, EmailError>)] = &[
+        // plain addresses, case and white space
+        ("alice@example.com", Ok("alice@example.com")),
+        ("Alice@Example.COM", Ok("alice@example.com")),
+        ("  bob@example.com\t", Ok("bob@example.com")),
+        ("\u{a0}bob@example.com\u{3000}", Ok("bob@example.com")),
+        ("first.last@example.com", Ok("first.last@example.com")),
+        ("first_last-x@example.org", Ok("first_last-x@example.org")),
+        ("o'brien@example.ie", Ok("o'brien@example.ie")),
+        (
+            "user@sub.mail.example.co.uk",
+            Ok("user@sub.mail.example.co.uk"),
+        ),
+        ("user@example.com.", Ok("user@example.com")),
+        // sub-addresses, every domain
+        ("alice+news@example.com", Ok("alice@example.com")),
+        ("alice+a+b@example.com", Ok("alice@example.com")),
+        ("alice+@example.com", Ok("alice@example.com")),
+        ("first.last+tag@Company.io", Ok("first.last@company.io")),
+        // Gmail: the seed's case bug (domain compared before lowercasing) and googlemail
+        ("John.Doe+tag@GMAIL.COM", Ok("johndoe@gmail.com")),
+        ("j.o.h.n.d.o.e@gmail.com", Ok("johndoe@gmail.com")),
+        ("X.Y+3@GMail.com", Ok("xy@gmail.com")),
+        ("x.y@googlemail.com", Ok("xy@gmail.com")),
+        ("X.Y+promo@GoogleMail.Com", Ok("xy@gmail.com")),
+        ("johndoe@gmail.com.", Ok("johndoe@gmail.com")),
+        // dots matter outside Gmail, Google Workspace domains included
+        (
+            "john.doe@workspace-customer.com",
+            Ok("john.doe@workspace-customer.com"),
+        ),
+        ("john.doe@google.com", Ok("john.doe@google.com")),
+        // Yahoo disposable addresses
+        ("alice-shopping@yahoo.com", Ok("alice@yahoo.com")),
+        ("alice-a-b@yahoo.co.uk", Ok("alice@yahoo.co.uk")),
+        ("Alice-x+y@YAHOO.FR", Ok("alice@yahoo.fr")),
+        ("bob-news@ymail.com", Ok("bob@ymail.com")),
+        ("bob-news@rocketmail.com", Ok("bob@rocketmail.com")),
+        ("bob-news@notyahoo.com", Ok("bob-news@notyahoo.com")),
+        ("a.b@yahoo.com", Ok("a.b@yahoo.com")),
+        // Proton
+        ("first.last@protonmail.com", Ok("firstlast@protonmail.com")),
+        ("first-last_x@protonmail.ch", Ok("firstlastx@protonmail.ch")),
+        ("First.Last+t@Proton.Me", Ok("firstlast@proton.me")),
+        ("f_l@pm.me", Ok("fl@pm.me")),
+        // Apple
+        ("steve@me.com", Ok("steve@icloud.com")),
+        ("steve@MAC.com", Ok("steve@icloud.com")),
+        ("steve.j@icloud.com", Ok("steve.j@icloud.com")),
+        // Unicode compatibility forms: full-width letters and at sign, ligatures
+        (
+            "\u{ff21}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}@example.com",
+            Ok("alice@example.com"),
+        ),
+        ("alice\u{ff20}example.com", Ok("alice@example.com")),
+        ("\u{fb01}nance@example.com", Ok("finance@example.com")),
+        ("JOS\u{c9}@example.com", Ok("jos\u{e9}@example.com")),
+        ("jose\u{301}@example.com", Ok("jos\u{e9}@example.com")),
+        // internationalized domains
+        ("user@ex\u{e4}mple.com", Ok("user@xn--exmple-cua.com")),
+        ("user@EX\u{c4}MPLE.COM", Ok("user@xn--exmple-cua.com")),
+        ("user@xn--exmple-cua.com", Ok("user@xn--exmple-cua.com")),
+        ("user@XN--EXMPLE-CUA.COM", Ok("user@xn--exmple-cua.com")),
+        (
+            "user@\u{4f8b}\u{3048}.\u{30c6}\u{30b9}\u{30c8}",
+            Ok("user@xn--r8jz45g.xn--zckzah"),
+        ),
+        (
+            "\u{3086}\u{3046}\u{3053}@example.jp",
+            Ok("\u{3086}\u{3046}\u{3053}@example.jp"),
+        ),
+        // invalid: each kind
+        ("no-at-sign", Err(EmailError::NoAt)),
+        ("", Err(EmailError::NoAt)),
+        ("   ", Err(EmailError::NoAt)),
+        ("a@b@c.com", Err(EmailError::SeveralAt)),
+        ("@example.com", Err(EmailError::EmptyLocal)),
+        ("+tag@example.com", Err(EmailError::EmptyLocal)),
+        ("+x@gmail.com", Err(EmailError::EmptyLocal)),
+        ("...@gmail.com", Err(EmailError::EmptyLocal)),
+        ("-x@yahoo.com", Err(EmailError::EmptyLocal)),
+        ("._-@proton.me", Err(EmailError::EmptyLocal)),
+        ("alice@", Err(EmailError::EmptyDomain)),
+        ("alice@.", Err(EmailError::EmptyDomain)),
+        ("alice@localhost", Err(EmailError::InvalidDomain)),
+        ("alice@exa_mple.com", Err(EmailError::InvalidDomain)),
+        ("alice@-example.com", Err(EmailError::InvalidDomain)),
+        ("alice@example-.com", Err(EmailError::InvalidDomain)),
+        ("alice@example..com", Err(EmailError::InvalidDomain)),
+        ("alice@[127.0.0.1]", Err(EmailError::InvalidDomain)),
+        ("alice@127.0.0.1", Err(EmailError::InvalidDomain)),
+        ("alice@xn--zz.com", Err(EmailError::InvalidDomain)),
+        ("alice@ab--cd.com", Err(EmailError::InvalidDomain)),
+        ("alice@exam ple.com", Err(EmailError::ControlOrSpace)),
+        ("ali ce@example.com", Err(EmailError::ControlOrSpace)),
+        ("alice\u{0}@example.com", Err(EmailError::ControlOrSpace)),
+        (
+            "alice@example.com\r\nBcc: x@y.com",
+            Err(EmailError::ControlOrSpace),
+        ),
+        ("alice\u{7f}@example.com", Err(EmailError::ControlOrSpace)),
+    ];
+
+    #[test]
+    fn case_table() {
+        assert!(CASES.len() >= 50);
+        for (input, expected) in CASES {
+            let want = expected.clone().map(String::from);
+            assert_eq!(normalize(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn length_limits() {
+        let local = "a".repeat(64);
+        let domain = format!("{}.com", "b".repeat(63));
+        assert!(normalize(&format!("{local}@{domain}")).is_ok());
+        let long = format!(
+            "{}@{}.{}.{}.{}.com",
+            "e".repeat(60),
+            "a".repeat(60),
+            "b".repeat(60),
+            "c".repeat(60),
+            "d".repeat(60)
+        );
+        assert_eq!(
+            normalize(&long),
+            Err(EmailError::TooLong(long.chars().count()))
+        );
+        assert_eq!(
+            normalize(&format!("a@{}.com", "b".repeat(64))),
+            Err(EmailError::InvalidDomain)
+        );
+    }
+
+    #[test]
+    fn every_error_message_is_one_line() {
+        for (_, expected) in CASES {
+            if let Err(e) = expected {
+                assert!(!e.to_string().contains('\n'));
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift) for property tests, no extra crate needed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    /// Strings built from the characters that matter to the rules, plus arbitrary code points.
+    fn arbitrary_strings(n: usize) -> Vec<String> {
+        let alphabet: &[&str] = &[
+            "a",
+            "Z",
+            "0",
+            ".",
+            "-",
+            "_",
+            "+",
+            "@",
+            " ",
+            "\t",
+            "\u{0}",
+            "\u{7f}",
+            "gmail.com",
+            "GoogleMail.com",
+            "yahoo.",
+            "com",
+            "pm.me",
+            "me.com",
+            "xn--",
+            "\u{e4}",
+            "\u{ff21}",
+            "\u{ff20}",
+            "\u{fb01}",
+            "\u{301}",
+            "\u{130}",
+            "\u{3a3}",
+            "\u{df}",
+            "\u{2028}",
+            "\u{fe6b}",
+            "\u{200d}",
+            "\u{1f600}",
+            "..",
+            "@@",
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        (0..n)
+            .map(|_| {
+                let len = (rng.next() % 12) as usize;
+                let mut s = String::new();
+                for _ in 0..len {
+                    if rng.next() % 5 == 0 {
+                        s.push(char::from_u32((rng.next() % 0x3_0000) as u32).unwrap_or('x'));
+                    } else {
+                        s.push_str(rng.pick(alphabet));
+                    }
+                }
+                if rng.next() % 2 == 0 {
+                    let d = rng.pick(&[
+                        "gmail.com",
+                        "example.com",
+                        "yahoo.de",
+                        "proton.me",
+                        "ex\u{e4}mple.org",
+                        "ME.COM",
+                    ]);
+                    s = format!("{s}@{d}");
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn property_never_panics_and_is_idempotent() {
+        let mut valid = 0;
+        for s in arbitrary_strings(200_000) {
+            let Ok(once) = normalize(&s) else { continue };
+            valid += 1;
+            assert_eq!(
+                normalize(&once).as_deref(),
+                Ok(once.as_str()),
+                "not idempotent for {s:?}"
+            );
+            assert_eq!(once.matches('@').count(), 1, "{s:?} -> {once:?}");
+            let domain = once.rsplit_once('@').map_or("", |(_, d)| d);
+            assert!(
+                domain.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'.'
+                    || b == b'-'),
+                "{s:?} -> {once:?}"
+            );
+            assert!(!once.starts_with('@') && once.chars().count() <= MAX_LEN);
+        }
+        assert!(
+            valid > 10_000,
+            "the generator should produce many valid addresses, got {valid}"
+        );
+    }
+
+    #[test]
+    fn property_case_never_changes_the_result() {
+        for s in arbitrary_strings(50_000) {
+            let upper = s.to_uppercase();
+            if let (Ok(a), Ok(b)) = (normalize(&s), normalize(&upper)) {
+                // Uppercasing can create new characters (e.g. U+00DF -> "SS"); compare only where it
+                // round-trips through lowercase.
+                if upper.to_lowercase() == s.to_lowercase() {
+                    assert_eq!(a, b, "{s:?} vs {upper:?}");
+                }
+            }
+        }
+    }
+}

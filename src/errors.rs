@@ -1,0 +1,60 @@
+//! Every error checkout raises, with its SQLSTATE. The README's error table lists the same kinds.
+//! Postgres only carries its own SQLSTATEs through pgrx, so each kind maps to the standard code
+//! whose meaning fits it; the message says which checkout rule was broken.
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+pub enum Kind {
+    /// 22023 invalid_parameter_value: an argument or a field of one is malformed or out of range.
+    InvalidParameter,
+    /// 22004 null_value_not_allowed: a required argument is NULL.
+    NullArgument,
+    /// P0002 no_data_found: a referenced customer, product or feature does not exist in the
+    /// organization (or is deleted). Another tenant's row is reported exactly like a missing one.
+    NotFound,
+    /// XX000 internal_error: a bug in checkout (never expected; please report it).
+    Internal,
+}
+
+impl Kind {
+    fn code(&self) -> PgSqlErrorCode {
+        match self {
+            Kind::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            Kind::NullArgument => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Kind::NotFound => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        }
+    }
+}
+
+/// Raises an ERROR: a one-line message, DETAIL with the ids involved, HINT where the caller can act.
+/// The transaction (or subtransaction) aborts, so nothing the call wrote survives.
+pub fn raise(
+    kind: Kind,
+    message: impl Into<String>,
+    detail: Option<String>,
+    hint: Option<&str>,
+) -> ! {
+    let mut report = ErrorReport::new(kind.code(), message.into(), "checkout");
+    if let Some(detail) = detail {
+        report = report.set_detail(detail);
+    }
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) returned")
+}
+
+/// Unwraps a required argument, raising 22004 naming it when it is NULL.
+pub fn required<T>(value: Option<T>, name: &str) -> T {
+    match value {
+        Some(v) => v,
+        None => raise(
+            Kind::NullArgument,
+            format!("argument {name} must not be NULL"),
+            None,
+            None,
+        ),
+    }
+}

@@ -1,0 +1,48 @@
+//! SPI plans prepared once per backend and kept (`SPI_keepplan`): plain string queries are
+//! re-planned on every call. Postgres' plan cache re-validates kept plans after DDL, so a plan
+//! survives `ALTER EXTENSION ... UPDATE` or a re-created extension.
+use pgrx::pg_sys::PgOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+thread_local! {
+    // Keyed by the address of the &'static SQL text. Leaked on purpose: plans live as long as the
+    // backend, and freeing them from a thread-local destructor at process exit is not safe.
+    static PLANS: RefCell<HashMap<usize, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// The kept plan of `sql` (prepared on first use). `mutating` plans may write and lock rows
+/// (`FOR UPDATE`); run them with `client.update`.
+pub fn kept(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    types: &[PgOid],
+    mutating: bool,
+) -> &'static OwnedPreparedStatement {
+    let key = sql.as_ptr() as usize;
+    if let Some(plan) = PLANS.with(|p| p.borrow().get(&key).copied()) {
+        return plan;
+    }
+    let prepared = if mutating {
+        client.prepare_mut(sql, types)
+    } else {
+        client.prepare(sql, types)
+    };
+    let plan: &'static OwnedPreparedStatement = Box::leak(Box::new(ok(prepared).keep()));
+    PLANS.with(|p| p.borrow_mut().insert(key, plan));
+    plan
+}
+
+/// SPI-level failures (not SQL errors, which Postgres raises itself) mean a bug in checkout.
+pub fn ok<T>(result: SpiResult<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => crate::errors::raise(
+            crate::errors::Kind::Internal,
+            format!("checkout: SPI failure: {e}"),
+            None,
+            None,
+        ),
+    }
+}

@@ -1,0 +1,14 @@
+# Sourced by each e2e test: psql helpers and assertions against the run.sh cluster.
+set -euo pipefail
+export PGOPTIONS="-c client_min_messages=warning"
+psql_db() { # DB [psql args...]: quiet, unaligned, stop on error
+  local db=$1; shift
+  "$E2E_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$E2E_PORT" -U postgres -d "$db" "$@"
+}
+fresh_db() { # DB: drop and create
+  psql_db postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+}
+fail() { echo "FAILED: $*" >&2; exit 1; }
+assert_eq() { # EXPECTED ACTUAL MESSAGE
+  [ "$1" = "$2" ] || fail "$3: expected [$1], got [$2]"
+}

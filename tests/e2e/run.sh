@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# End-to-end tests against a throwaway cluster of one PostgreSQL version, with the extension build
+# that `cargo pgrx test` just installed. Each t_*.sh is one test; it exits non-zero on failure.
+# Usage: tests/e2e/run.sh VERSION [t_name ...]
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../../scripts/env.sh"
+v=$1; shift
+export E2E_VERSION=$v E2E_BIN; E2E_BIN=$(pg_bindir "$v")
+export E2E_PORT=$((55400 + v)) E2E_DATA="$PGDATA_BASE/e2e-$v"
+stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"
+start_cluster "$v" "$E2E_DATA" "$E2E_PORT" "max_connections = 100" "fsync = off"
+tests=("$@"); [ ${#tests[@]} -gt 0 ] || tests=($(cd "$here" && ls t_*.sh))
+passed=0; failed=0
+for t in "${tests[@]}"; do
+  t=${t%.sh}
+  out=$(bash "$here/$t.sh" 2>&1); rc=$?
+  if [ $rc -eq 0 ]; then passed=$((passed + 1)); echo "ok   pg$v $t"
+  else failed=$((failed + 1)); echo "FAIL pg$v $t"; echo "$out" | sed 's/^/    /' | tail -40; fi
+done
+stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"
+echo "e2e pg$v: $passed passed, $failed failed"
+[ $failed -eq 0 ]
