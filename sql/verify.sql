@@ -109,7 +109,15 @@ AS $verify$
     ('index', 'idx_reconciliation_status', 'reconciliation_queue'),
     ('index', 'idx_reconciliation_retry', 'reconciliation_queue'),
     ('index', 'reconciliation_queue_open_item', 'reconciliation_queue'),
-    ('function', 'checkout.verify()', NULL)
+    ('function', 'checkout.verify()', NULL),
+    ('function', 'checkout.normalize_email(text)', NULL),
+    ('function', 'checkout.email_rules_version()', NULL),
+    ('function', 'checkout.renormalize_email_variants()', NULL),
+    ('function', 'checkout.check_trial_eligibility(uuid, uuid, text)', NULL),
+    ('function', 'checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text)', NULL),
+    ('function', 'checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb)', NULL),
+    ('function', 'checkout.track_customer_email()', NULL),
+    ('function', 'checkout.merge_duplicate_email_variant()', NULL)
   ), found AS (
     SELECT e.kind, e.name,
       CASE e.kind

@@ -12,6 +12,12 @@ pub enum Kind {
     /// P0002 no_data_found: a referenced customer, product or feature does not exist in the
     /// organization (or is deleted). Another tenant's row is reported exactly like a missing one.
     NotFound,
+    /// 55000 object_not_in_prerequisite_state: an idempotency key was already used for another
+    /// operation or with different parameters (Stripe's rule). Nothing was written.
+    KeyReused,
+    /// 23505 unique_violation: the request conflicts with another row, e.g. the external_id
+    /// matches one customer while the email belongs to another.
+    Conflict,
     /// XX000 internal_error: a bug in checkout (never expected; please report it).
     Internal,
 }
@@ -22,6 +28,8 @@ impl Kind {
             Kind::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Kind::NullArgument => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Kind::NotFound => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            Kind::KeyReused => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Kind::Conflict => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
             Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

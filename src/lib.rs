@@ -4,11 +4,21 @@
 //! its Rust functions, and its tests.
 ::pgrx::pg_module_magic!(name, version);
 
+mod customers;
 mod email;
 mod errors;
+mod gucs;
+mod idempotency;
 mod plans;
 mod schema;
+mod subscriptions;
 mod trials;
+
+/// Called when the library loads: registers the settings.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;

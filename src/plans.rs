@@ -2,7 +2,7 @@
 //! re-planned on every call. Postgres' plan cache re-validates kept plans after DDL, so a plan
 //! survives `ALTER EXTENSION ... UPDATE` or a re-created extension.
 use pgrx::pg_sys::PgOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -44,5 +44,14 @@ pub fn ok<T>(result: SpiResult<T>) -> T {
             None,
             None,
         ),
+    }
+}
+
+/// The first row of a result, positioned for `get`, or None when there is no row.
+pub fn first_row(table: SpiTupleTable<'_>) -> Option<SpiTupleTable<'_>> {
+    if table.is_empty() {
+        None
+    } else {
+        Some(table.first())
     }
 }

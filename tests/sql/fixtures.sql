@@ -48,3 +48,20 @@ BEGIN
     RETURN NEXT line;
   END LOOP;
 END $$;
+
+-- Row counts of every checkout table, to prove a failed call wrote nothing.
+CREATE FUNCTION checkout_test.row_counts() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE t text; n bigint; out text := '';
+BEGIN
+  FOR t IN SELECT relname FROM pg_class WHERE relnamespace = 'checkout'::regnamespace AND relkind = 'r' ORDER BY relname LOOP
+    EXECUTE format('SELECT count(*) FROM checkout.%I', t) INTO n;
+    out := out || t || '=' || n || ' ';
+  END LOOP;
+  RETURN out;
+END $$;
+
+-- A valid p_subscription for tests.
+CREATE FUNCTION checkout_test.sub(status text DEFAULT 'active', extra jsonb DEFAULT '{}') RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_build_object('status', status, 'amount', 1999, 'currency', 'usd', 'interval', 'month',
+    'current_period_start', '2026-01-01T00:00:00Z', 'current_period_end', '2026-02-01T00:00:00Z') || extra
+$$;

@@ -1,0 +1,185 @@
+//! Stripe-style idempotency keys, per organization (seed migration 002, with the claim it lacked).
+//!
+//! A key is claimed by inserting it in the caller's transaction, so the key and the work commit or
+//! roll back together. A second caller with the same key blocks on that insert until the first
+//! finishes: it then replays the stored response (first committed) or claims the key itself (first
+//! rolled back). A key is bound to one operation and one hash of the canonical request.
+use crate::errors::{raise, Kind};
+use crate::gucs::IDEMPOTENCY_KEY_TTL;
+use crate::plans::{first_row, kept, ok};
+use pgrx::pg_sys::{PgBuiltInOids, PgOid};
+use pgrx::spi::SpiClient;
+use pgrx::{JsonB, Uuid};
+
+const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
+const JSONB: PgOid = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
+
+const CLAIM_SQL: &str = "
+INSERT INTO checkout.idempotency_keys (organization_id, key, operation, request_hash, status, expires_at)
+VALUES ($1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4, 'UTF8')), 'hex'), 'processing',
+        pg_catalog.now() + pg_catalog.make_interval(secs => $5))
+ON CONFLICT (organization_id, key) DO NOTHING
+RETURNING id";
+
+const EXISTING_SQL: &str = "
+SELECT id, status, operation,
+       request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
+       response,
+       created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $4)
+FROM checkout.idempotency_keys
+WHERE organization_id = $1 AND key = $2
+FOR UPDATE";
+
+const RECLAIM_SQL: &str = "
+UPDATE checkout.idempotency_keys
+SET operation = $2, request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
+    status = 'processing', response = NULL, error_message = NULL, retry_count = retry_count + 1,
+    created_at = CASE WHEN $5 THEN pg_catalog.now() ELSE created_at END,
+    expires_at = CASE WHEN $5 THEN pg_catalog.now() ELSE created_at END + pg_catalog.make_interval(secs => $4),
+    updated_at = pg_catalog.now()
+WHERE id = $1";
+
+const COMPLETE_SQL: &str = "
+UPDATE checkout.idempotency_keys SET status = 'completed', response = $2, updated_at = pg_catalog.now()
+WHERE id = $1";
+
+/// What the caller must do after [`claim`].
+pub enum Claim {
+    /// The key is ours: do the work, then [`complete`] it.
+    Owned(Uuid),
+    /// The key already holds this response (with `"replayed": true` added): return it.
+    Replay(serde_json::Value),
+}
+
+/// Checks a key's length: 1-255 characters.
+pub fn validate_key(key: &str) {
+    let len = key.chars().count();
+    if len == 0 || len > 255 {
+        raise(
+            Kind::InvalidParameter,
+            "idempotency key must be 1 to 255 characters",
+            Some(format!("length: {len}")),
+            Some("Use a UUID or another unique string per logical operation."),
+        );
+    }
+}
+
+/// Claims `key` for `operation` with the canonical request `request` (hashed), or says to replay.
+/// Raises 55000 when the key was used for another operation or with other parameters.
+pub fn claim(
+    client: &mut SpiClient<'_>,
+    organization: Uuid,
+    key: &str,
+    operation: &str,
+    request: &str,
+) -> Claim {
+    validate_key(key);
+    let ttl = IDEMPOTENCY_KEY_TTL.get();
+    let plan = kept(client, CLAIM_SQL, &[UUID, TEXT, TEXT, TEXT, INT4], true);
+    let inserted = ok(client.update(
+        plan,
+        None,
+        &[
+            organization.into(),
+            key.into(),
+            operation.into(),
+            request.into(),
+            ttl.into(),
+        ],
+    ));
+    if let Some(id) = first_row(inserted).and_then(|row| ok(row.get::<Uuid>(1))) {
+        return Claim::Owned(id);
+    }
+    // The key exists and its transaction has finished (the insert waited for it). Lock it: a
+    // registered or expired key is re-claimed below, and only one caller may do that.
+    let plan = kept(client, EXISTING_SQL, &[UUID, TEXT, TEXT, INT4], true);
+    let row = ok(client.update(
+        plan,
+        Some(1),
+        &[organization.into(), key.into(), request.into(), ttl.into()],
+    ));
+    if row.is_empty() {
+        // Deleted between the two statements (cleanup): a retry will insert it afresh.
+        raise(
+            Kind::Internal,
+            "idempotency key vanished while being claimed",
+            Some(format!("organization_id: {organization}, key: {key}")),
+            Some("Retry the call."),
+        );
+    }
+    let row = row.first();
+    let id: Uuid = crate::errors::required(ok(row.get(1)), "idempotency_keys.id");
+    let status: String = ok(row.get(2)).unwrap_or_default();
+    let bound_operation: Option<String> = ok(row.get(3));
+    let same_request: Option<bool> = ok(row.get(4));
+    let response: Option<JsonB> = ok(row.get(5));
+    let expired: bool = ok(row.get(6)).unwrap_or(false);
+
+    let mismatch = |what: &str| -> ! {
+        raise(
+            Kind::KeyReused,
+            format!("idempotency key was already used with {what}"),
+            Some(format!(
+                "organization_id: {organization}, key: {key}, operation: {}",
+                bound_operation.as_deref().unwrap_or("(none)")
+            )),
+            Some("Use a new idempotency key for a different request."),
+        )
+    };
+    if !expired && status == "completed" {
+        if bound_operation.as_deref() != Some(operation) {
+            mismatch("another operation");
+        }
+        if same_request != Some(true) {
+            mismatch("different parameters");
+        }
+        let mut replay = response.map(|r| r.0).unwrap_or(serde_json::Value::Null);
+        if let Some(object) = replay.as_object_mut() {
+            object.insert("replayed".into(), true.into());
+        }
+        return Claim::Replay(replay);
+    }
+    // Expired, or registered beforehand ('pending', the seed's flow), or left by another writer
+    // without a committed answer: nobody is working on it (we hold its lock), so take it over.
+    // A key bound to another operation or request stays refused until it expires.
+    if !expired && status != "pending" {
+        if bound_operation.as_deref().is_some_and(|op| op != operation) {
+            mismatch("another operation");
+        }
+        if same_request == Some(false) {
+            mismatch("different parameters");
+        }
+    }
+    let plan = kept(
+        client,
+        RECLAIM_SQL,
+        &[
+            UUID,
+            TEXT,
+            TEXT,
+            INT4,
+            PgOid::BuiltIn(PgBuiltInOids::BOOLOID),
+        ],
+        true,
+    );
+    ok(client.update(
+        plan,
+        None,
+        &[
+            id.into(),
+            operation.into(),
+            request.into(),
+            ttl.into(),
+            expired.into(),
+        ],
+    ));
+    Claim::Owned(id)
+}
+
+/// Stores the final response with the key, in the same transaction as the work.
+pub fn complete(client: &mut SpiClient<'_>, id: Uuid, response: &serde_json::Value) {
+    let plan = kept(client, COMPLETE_SQL, &[UUID, JSONB], true);
+    ok(client.update(plan, None, &[id.into(), JsonB(response.clone()).into()]));
+}

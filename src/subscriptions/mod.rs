@@ -1,0 +1,585 @@
+//! `create_subscription_atomic` (seed migration 006): validated, tenant-safe, exactly once.
+//!
+//! A call runs at most six statements: claim the idempotency key (when given), lock the customer
+//! and check the product and features, two trial lookups (when a trial is requested), one
+//! data-modifying statement for every write, and the key's answer. Concurrent calls for one
+//! customer queue on the customer's row lock; the partial unique index on active/trialing
+//! subscriptions is the last word (`ON CONFLICT DO NOTHING`), so racers get the winner's id.
+use crate::errors::{raise, required, Kind};
+use crate::idempotency::{self, Claim};
+use crate::plans::{first_row, kept, ok};
+use crate::trials;
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys::{PgBuiltInOids, PgOid};
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Value};
+
+pub mod input;
+
+const fn oid(o: PgBuiltInOids) -> PgOid {
+    PgOid::BuiltIn(o)
+}
+const UUID: PgOid = oid(PgBuiltInOids::UUIDOID);
+const UUID_ARRAY: PgOid = oid(PgBuiltInOids::UUIDARRAYOID);
+const TEXT: PgOid = oid(PgBuiltInOids::TEXTOID);
+const INT4: PgOid = oid(PgBuiltInOids::INT4OID);
+const INT8: PgOid = oid(PgBuiltInOids::INT8OID);
+const BOOL: PgOid = oid(PgBuiltInOids::BOOLOID);
+const JSONB: PgOid = oid(PgBuiltInOids::JSONBOID);
+const JSONB_ARRAY: PgOid = oid(PgBuiltInOids::JSONBARRAYOID);
+const TIMESTAMPTZ: PgOid = oid(PgBuiltInOids::TIMESTAMPTZOID);
+
+const OPERATION: &str = "create_subscription_atomic";
+
+/// Locks the customer (serializing creations for it) and checks product and features in one go.
+const LOCK_SQL: &str = "
+SELECT EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3),
+       (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($4))
+FROM checkout.customers c
+WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL
+FOR NO KEY UPDATE OF c";
+
+/// Every write of a creation in one statement. When an active/trialing subscription exists for the
+/// pair, the insert does nothing and so does every statement fed by it.
+const CREATE_SQL: &str = "
+WITH sub AS (
+  INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, stripe_subscription_id,
+    stripe_price_id, amount, currency, \"interval\", interval_count, trial_start, trial_end,
+    current_period_start, current_period_end, metadata, idempotency_key, product_version_id, price_version_id)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+  ON CONFLICT (organization_id, customer_id, product_id) WHERE status IN ('active', 'trialing') DO NOTHING
+  RETURNING *
+), audit AS (
+  INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values, changed_by_type, reason)
+  SELECT sub.organization_id, sub.id, 'created', pg_catalog.to_jsonb(sub.*), 'system', 'create_subscription_atomic'
+  FROM sub
+), trial AS (
+  INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
+  SELECT sub.organization_id, sub.customer_id, sub.product_id, sub.id, sub.trial_start, sub.trial_end
+  FROM sub WHERE $19
+), grants AS (
+  INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id, metadata)
+  SELECT sub.organization_id, sub.customer_id, f.id, sub.id, f.metadata
+  FROM sub, unnest($20::uuid[], $21::jsonb[]) AS f(id, metadata) -- multi-array unnest cannot be schema-qualified
+), customer AS (
+  UPDATE checkout.customers c
+  SET has_active_subscription = c.has_active_subscription OR sub.status IN ('active', 'trialing'),
+      subscription_count = c.subscription_count + 1, updated_at = pg_catalog.now()
+  FROM sub WHERE c.id = sub.customer_id
+), product AS (
+  -- Only when set: an UPDATE that changes nothing would still lock the product row.
+  UPDATE checkout.products p SET metrics_last_calculated_at = NULL
+  FROM sub WHERE p.id = sub.product_id AND p.metrics_last_calculated_at IS NOT NULL
+)
+SELECT id FROM sub";
+
+const EXISTING_SQL: &str = "
+SELECT id FROM checkout.subscriptions
+WHERE organization_id = $1 AND customer_id = $2 AND product_id = $3 AND status IN ('active', 'trialing')";
+
+fn invalid(message: String) -> ! {
+    raise(
+        Kind::InvalidParameter,
+        message,
+        None,
+        Some("See the README's create_subscription_atomic input table."),
+    )
+}
+
+fn parse_uuid(s: &str) -> Uuid {
+    match uuid::Uuid::parse_str(s) {
+        Ok(u) => Uuid::from_bytes(*u.as_bytes()),
+        Err(_) => invalid(format!("not a UUID: {s}")),
+    }
+}
+
+fn timestamptz(micros: i64) -> TimestampWithTimeZone {
+    match TimestampWithTimeZone::try_from(micros) {
+        Ok(t) => t,
+        Err(_) => invalid(format!("time out of range: {micros}")),
+    }
+}
+
+/// The seed's signature. Returns `{"success": true, "subscription_id", "status", "trial_eligible"}`
+/// or `{"success": false, "error": "subscription_exists", "existing_subscription_id"}`.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn create_subscription_atomic(
+    p_subscription: Option<JsonB>,
+    p_features: Option<Array<JsonB>>,
+    p_customer_id: Option<Uuid>,
+    p_product_id: Option<Uuid>,
+    p_organization_id: Option<Uuid>,
+    p_idempotency_key: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    let raw = required(p_subscription, "p_subscription").0;
+    let customer = required(p_customer_id, "p_customer_id");
+    let product = required(p_product_id, "p_product_id");
+    let organization = required(p_organization_id, "p_organization_id");
+    let sub = input::subscription(&raw).unwrap_or_else(|e| invalid(e));
+    let elements: Vec<Option<Value>> = p_features
+        .map(|a| a.iter().map(|e| e.map(|j| j.0)).collect())
+        .unwrap_or_default();
+    let features = input::features(&elements).unwrap_or_else(|e| invalid(e));
+
+    Spi::connect_mut(|client| {
+        let key = match p_idempotency_key {
+            None => None,
+            Some(key) => {
+                let request = json!({
+                    "subscription": raw,
+                    "features": features.iter().map(|f| json!([f.feature_id, f.metadata])).collect::<Vec<_>>(),
+                    "customer_id": customer.to_string(),
+                    "product_id": product.to_string(),
+                })
+                .to_string();
+                match idempotency::claim(client, organization, key, OPERATION, &request) {
+                    Claim::Replay(response) => return JsonB(response),
+                    Claim::Owned(id) => Some((id, key)),
+                }
+            }
+        };
+
+        let feature_ids: Vec<Uuid> = features.iter().map(|f| parse_uuid(&f.feature_id)).collect();
+        let plan = kept(client, LOCK_SQL, &[UUID, UUID, UUID, UUID_ARRAY], true);
+        let row = ok(client.update(
+            plan,
+            Some(1),
+            &[
+                organization.into(),
+                customer.into(),
+                product.into(),
+                feature_ids.clone().into(),
+            ],
+        ));
+        if row.is_empty() {
+            raise(
+                Kind::NotFound,
+                "customer not found in organization",
+                Some(format!(
+                    "customer_id: {customer}, organization_id: {organization}"
+                )),
+                Some(
+                    "The customer does not exist, is deleted, or belongs to another organization.",
+                ),
+            );
+        }
+        let row = row.first();
+        if !ok(row.get::<bool>(1)).unwrap_or(false) {
+            raise(
+                Kind::NotFound,
+                "product not found in organization",
+                Some(format!(
+                    "product_id: {product}, organization_id: {organization}"
+                )),
+                None,
+            );
+        }
+        if ok(row.get::<i64>(2)).unwrap_or(0) != feature_ids.len() as i64 {
+            let missing: Vec<String> = features.iter().map(|f| f.feature_id.clone()).collect();
+            raise(
+                Kind::NotFound,
+                "feature not found in organization",
+                Some(format!(
+                    "one of feature_ids: [{}], organization_id: {organization}",
+                    missing.join(", ")
+                )),
+                None,
+            );
+        }
+
+        let (status, trial_eligible, trial_reason, trial_start, trial_end) = match sub.trial_end {
+            None => (sub.status.clone(), None, None, None, None),
+            Some(end) => {
+                let verdict = trials::eligibility(client, customer, product, None);
+                if verdict.eligible {
+                    (
+                        sub.status.clone(),
+                        Some(true),
+                        None,
+                        sub.trial_start,
+                        Some(end),
+                    )
+                } else {
+                    // A refused trial becomes a paid subscription, and the result says so.
+                    (
+                        "active".to_owned(),
+                        Some(false),
+                        verdict.result.get("reason").cloned(),
+                        None,
+                        None,
+                    )
+                }
+            }
+        };
+
+        let (feature_uuids, feature_metadata): (Vec<Uuid>, Vec<JsonB>) = feature_ids
+            .into_iter()
+            .zip(features.iter().map(|f| JsonB(f.metadata.clone())))
+            .unzip();
+        let version = |v: &Option<String>| v.as_deref().map(parse_uuid);
+        let plan = kept(
+            client,
+            CREATE_SQL,
+            &[
+                UUID,
+                UUID,
+                UUID,
+                TEXT,
+                TEXT,
+                TEXT,
+                INT8,
+                TEXT,
+                TEXT,
+                INT4,
+                TIMESTAMPTZ,
+                TIMESTAMPTZ,
+                TIMESTAMPTZ,
+                TIMESTAMPTZ,
+                JSONB,
+                TEXT,
+                UUID,
+                UUID,
+                BOOL,
+                UUID_ARRAY,
+                JSONB_ARRAY,
+            ],
+            true,
+        );
+        let created = ok(client.update(
+            plan,
+            None,
+            &[
+                organization.into(),
+                customer.into(),
+                product.into(),
+                status.as_str().into(),
+                sub.stripe_subscription_id.as_deref().into(),
+                sub.stripe_price_id.as_deref().into(),
+                sub.amount.into(),
+                sub.currency.as_str().into(),
+                sub.interval.as_str().into(),
+                sub.interval_count.into(),
+                trial_start.map(timestamptz).into(),
+                trial_end.map(timestamptz).into(),
+                timestamptz(sub.current_period_start).into(),
+                timestamptz(sub.current_period_end).into(),
+                JsonB(sub.metadata.clone()).into(),
+                key.map(|(_, k)| k).into(),
+                version(&sub.product_version_id).into(),
+                version(&sub.price_version_id).into(),
+                trial_eligible.unwrap_or(false).into(),
+                feature_uuids.into(),
+                feature_metadata.into(),
+            ],
+        ));
+        let response = match first_row(created).and_then(|row| ok(row.get::<Uuid>(1))) {
+            Some(id) => {
+                let mut r = json!({"success": true, "subscription_id": id.to_string(), "status": status, "trial_eligible": trial_eligible});
+                if let Some(reason) = trial_reason {
+                    r["trial_reason"] = reason;
+                }
+                r
+            }
+            None => {
+                let plan = kept(client, EXISTING_SQL, &[UUID, UUID, UUID], false);
+                let existing = ok(client.select(
+                    plan,
+                    Some(1),
+                    &[organization.into(), customer.into(), product.into()],
+                ));
+                let existing: Option<Uuid> = first_row(existing).and_then(|row| ok(row.get(1)));
+                json!({"success": false, "error": "subscription_exists", "existing_subscription_id": existing.map(|u| u.to_string())})
+            }
+        };
+        if let Some((id, _)) = key {
+            idempotency::complete(client, id, &response);
+        }
+        JsonB(response)
+    })
+}
+
+extension_sql!(
+    "REVOKE ALL ON FUNCTION checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text) FROM PUBLIC;",
+    name = "create_subscription_atomic_grants",
+    requires = [create_subscription_atomic]
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::test_support::{fixture, sqlstate_of};
+    use pgrx::prelude::*;
+    use serde_json::Value;
+
+    // Customer a2 of org A has no subscription; product a1 of org A; features a1, a2 of org A.
+    const CALL: &str = "checkout.create_subscription_atomic(checkout_test.sub(), ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\"}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'";
+
+    fn json(sql: &str) -> Value {
+        Spi::get_one::<pgrx::JsonB>(sql)
+            .expect("query failed")
+            .expect("NULL")
+            .0
+    }
+    fn text(sql: &str) -> String {
+        Spi::get_one::<String>(sql)
+            .expect("query failed")
+            .expect("NULL")
+    }
+    fn counts() -> String {
+        text("SELECT checkout_test.row_counts()")
+    }
+
+    #[pg_test]
+    fn creates_everything_the_seed_did() {
+        fixture();
+        let features = "ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\", \"metadata\": {\"seats\": 5}}'::jsonb, '{\"feature_id\": \"F0000000-0000-0000-0000-0000000000A2\"}', '{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\", \"metadata\": {\"sso\": true}}']";
+        Spi::run("UPDATE checkout.products SET metrics_last_calculated_at = now()").unwrap();
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')"));
+        assert_eq!(r["success"], true);
+        assert_eq!(r["status"], "active");
+        assert_eq!(r["trial_eligible"], Value::Null);
+        let id = r["subscription_id"].as_str().unwrap().to_owned();
+        let row = text(&format!("SELECT status || ' ' || amount || ' ' || currency || ' ' || interval || ' ' || interval_count || ' ' || (current_period_end - current_period_start) FROM checkout.subscriptions WHERE id = '{id}'"));
+        assert_eq!(row, "active 1999 usd month 1 31 days");
+        assert_eq!(text(&format!("SELECT change_type || ' ' || (new_values->>'id') FROM checkout.subscription_changes WHERE subscription_id = '{id}'")), format!("created {id}"));
+        // Duplicates merged: two grants, metadata combined.
+        assert_eq!(text(&format!("SELECT string_agg(metadata::text, ' ' ORDER BY feature_id) FROM checkout.feature_grants WHERE subscription_id = '{id}'")), r#"{"sso": true, "seats": 5} {}"#);
+        assert_eq!(text("SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a2'"), "true 1");
+        assert_eq!(text("SELECT (metrics_last_calculated_at IS NULL)::text FROM checkout.products WHERE id = 'b0000000-0000-0000-0000-0000000000a1'"), "true");
+    }
+
+    #[pg_test]
+    fn duplicate_active_subscription_returns_the_seed_shape_and_writes_nothing() {
+        fixture();
+        let before = counts();
+        let r = json("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+        assert_eq!(
+            r,
+            serde_json::json!({"success": false, "error": "subscription_exists", "existing_subscription_id": "d0000000-0000-0000-0000-0000000000a1"})
+        );
+        assert_eq!(counts(), before);
+        // A trialing request for the same pair is refused too (the seed allowed active + trialing).
+        let r = json("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{\"trial_end\": \"2026-01-15T00:00:00Z\"}'), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+        assert_eq!(r["error"], "subscription_exists");
+        assert_eq!(counts(), before);
+    }
+
+    #[pg_test]
+    fn every_validation_error_is_22023_and_writes_nothing() {
+        fixture();
+        let before = counts();
+        let bad_subscriptions = [
+            r#"checkout_test.sub('bogus_status')"#,
+            r#"checkout_test.sub() - 'current_period_end'"#,
+            r#"checkout_test.sub('active', '{"curency": "usd"}')"#,
+            r#"checkout_test.sub('active', '{"amount": -5}')"#,
+            r#"checkout_test.sub('active', '{"amount": "12"}')"#,
+            r#"checkout_test.sub('active', '{"currency": "dollars"}')"#,
+            r#"checkout_test.sub('active', '{"interval": "decade"}')"#,
+            r#"checkout_test.sub('active', '{"interval_count": 0}')"#,
+            r#"checkout_test.sub('active', '{"current_period_end": "2025-01-01T00:00:00Z"}')"#,
+            r#"checkout_test.sub('active', '{"current_period_end": "soon"}')"#,
+            r#"checkout_test.sub('trialing')"#,
+            r#"checkout_test.sub('trialing', '{"trial_start": "2026-01-20T00:00:00Z", "trial_end": "2026-01-10T00:00:00Z"}')"#,
+            r#"checkout_test.sub('active', '{"metadata": "x"}')"#,
+            r#"'[]'::jsonb"#,
+        ];
+        for sub in bad_subscriptions {
+            let sql = format!("SELECT checkout.create_subscription_atomic({sub}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+            assert_eq!(sqlstate_of(&sql), "22023", "{sub}");
+        }
+        for features in [
+            r#"ARRAY['{"feature_id": "nope"}'::jsonb]"#,
+            r#"ARRAY[NULL::jsonb]"#,
+            r#"ARRAY['{"feature_id": "f0000000-0000-0000-0000-0000000000a1", "x": 1}'::jsonb]"#,
+        ] {
+            let sql = format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+            assert_eq!(sqlstate_of(&sql), "22023", "{features}");
+        }
+        for (i, arg) in [
+            "p_subscription",
+            "p_customer_id",
+            "p_product_id",
+            "p_organization_id",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut args = vec![
+                "checkout_test.sub()",
+                "NULL",
+                "'c0000000-0000-0000-0000-0000000000a2'",
+                "'b0000000-0000-0000-0000-0000000000a1'",
+                "'a0000000-0000-0000-0000-000000000001'",
+            ];
+            args[if i == 0 { 0 } else { i + 1 }] = "NULL";
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "SELECT checkout.create_subscription_atomic({})",
+                    args.join(", ")
+                )),
+                "22004",
+                "{arg}"
+            );
+        }
+        assert_eq!(
+            sqlstate_of(&format!("SELECT {CALL}, '')")),
+            "22023",
+            "empty key"
+        );
+        assert_eq!(
+            sqlstate_of(&format!("SELECT {CALL}, repeat('k', 256))")),
+            "22023",
+            "long key"
+        );
+        assert_eq!(counts(), before);
+    }
+
+    #[pg_test]
+    fn tenant_violations_are_refused() {
+        fixture();
+        let before = counts();
+        let cases = [
+            // org B's customer, org A's product, called as org A (and as org C)
+            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'",
+            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000b1', 'a0000000-0000-0000-0000-000000000001'",
+            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000003'",
+            "checkout_test.sub(), ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'",
+            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'",
+        ];
+        for args in cases {
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "SELECT checkout.create_subscription_atomic({args})"
+                )),
+                "P0002",
+                "{args}"
+            );
+        }
+        Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a2'").unwrap();
+        assert_eq!(
+            sqlstate_of(&format!("SELECT {CALL})")),
+            "P0002",
+            "deleted customer"
+        );
+        Spi::run("UPDATE checkout.customers SET deleted_at = NULL WHERE id = 'c0000000-0000-0000-0000-0000000000a2'").unwrap();
+        assert_eq!(counts(), before);
+    }
+
+    #[pg_test]
+    fn trial_granted_then_refused_for_a_variant() {
+        fixture();
+        let trial = "checkout_test.sub('trialing', '{\"trial_end\": \"2026-01-15T00:00:00Z\"}')";
+        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')"));
+        assert_eq!(
+            (r["status"].as_str(), r["trial_eligible"].as_bool()),
+            (Some("trialing"), Some(true))
+        );
+        assert_eq!(text("SELECT count(*)::text FROM checkout.trial_history WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'"), "1");
+        // bob@example.com had the trial; B.o.b+x@Example.com is a variant only on Gmail-like rules,
+        // so use the sub-address rule: bob+again@example.com.
+        let variant = text("INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'Bob+again@Example.com') RETURNING id::text");
+        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, '{variant}', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')"));
+        assert_eq!(r["status"], "active", "{r}");
+        assert_eq!(r["trial_eligible"], false);
+        assert_eq!(r["trial_reason"], "email_variation_detected");
+        let id = r["subscription_id"].as_str().unwrap();
+        assert_eq!(text(&format!("SELECT status || ' ' || (trial_end IS NULL) FROM checkout.subscriptions WHERE id = '{id}'")), "active true");
+        assert_eq!(
+            text(&format!(
+                "SELECT count(*)::text FROM checkout.trial_history WHERE customer_id = '{variant}'"
+            )),
+            "0"
+        );
+    }
+
+    #[pg_test]
+    fn idempotency_replay_mismatch_expiry_rollback_and_pending() {
+        fixture();
+        let first = json(&format!("SELECT {CALL}, 'key-1')"));
+        assert_eq!(first["success"], true);
+        let after_first = counts();
+        let replay = json(&format!("SELECT {CALL}, 'key-1')"));
+        let mut expected = first.clone();
+        expected["replayed"] = true.into();
+        assert_eq!(replay, expected);
+        assert_eq!(counts(), after_first, "a replay writes nothing");
+        assert_eq!(text("SELECT idempotency_key FROM checkout.subscriptions WHERE idempotency_key IS NOT NULL"), "key-1");
+
+        // Same key, other parameters or operation: 55000, nothing written.
+        let other = "checkout.create_subscription_atomic(checkout_test.sub('active', '{\"amount\": 5}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'key-1')";
+        assert_eq!(sqlstate_of(&format!("SELECT {other}")), "55000");
+        Spi::run("UPDATE checkout.idempotency_keys SET operation = 'refund' WHERE key = 'key-1'")
+            .unwrap();
+        assert_eq!(sqlstate_of(&format!("SELECT {CALL}, 'key-1')")), "55000");
+        assert_eq!(counts(), after_first);
+
+        // The same key string in another organization is another key.
+        let org_b = json("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000b1', 'a0000000-0000-0000-0000-000000000002', 'key-1')");
+        assert_eq!(org_b["success"], true);
+        assert_ne!(org_b["subscription_id"], first["subscription_id"]);
+
+        // An expired key counts as absent: the call runs again (here: the pair now has a subscription).
+        Spi::run("UPDATE checkout.idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'key-1' AND organization_id = 'a0000000-0000-0000-0000-000000000001'").unwrap();
+        let again = json(&format!("SELECT {CALL}, 'key-1')"));
+        assert_eq!(again["error"], "subscription_exists");
+        Spi::run("SET LOCAL checkout.idempotency_key_ttl = '1h'").unwrap();
+        assert_eq!(json(&format!("SELECT {CALL}, 'key-1')"))["replayed"], true);
+
+        // A failing call rolls its key back: a retry with the key does the work.
+        assert_eq!(sqlstate_of("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'key-2')"), "P0002");
+        assert_eq!(
+            text("SELECT count(*)::text FROM checkout.idempotency_keys WHERE key = 'key-2'"),
+            "0"
+        );
+
+        // A key registered beforehand as 'pending' (the seed's flow) is claimed the same way.
+        Spi::run("INSERT INTO checkout.idempotency_keys (organization_id, key, request_hash) VALUES ('a0000000-0000-0000-0000-000000000001', 'key-3', 'app-hash')").unwrap();
+        let r = json("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'key-3')");
+        assert_eq!(r["success"], true);
+        assert_eq!(text("SELECT status || ' ' || operation FROM checkout.idempotency_keys WHERE key = 'key-3'"), "completed create_subscription_atomic");
+
+        // Expired keys can be deleted although subscriptions recorded them.
+        Spi::run("DELETE FROM checkout.idempotency_keys").unwrap();
+        assert_eq!(text("SELECT count(*)::text FROM checkout.subscriptions WHERE idempotency_key IS NOT NULL"), "3");
+    }
+
+    #[pg_test]
+    fn privileges_app_role_can_call_but_not_write_tables() {
+        fixture();
+        Spi::run("CREATE ROLE ck_nobody; CREATE ROLE ck_app;
+                  GRANT USAGE ON SCHEMA checkout, checkout_test TO ck_nobody, ck_app;
+                  GRANT EXECUTE ON FUNCTION checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text),
+                                            checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb) TO ck_app;").unwrap();
+        Spi::run("SET LOCAL ROLE ck_nobody").unwrap();
+        assert_eq!(sqlstate_of(&format!("SELECT {CALL})")), "42501");
+        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'x@example.com')"), "42501");
+        Spi::run("RESET ROLE; SET LOCAL ROLE ck_app").unwrap();
+        assert_eq!(sqlstate_of(&format!("SELECT {CALL})")), "00000");
+        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'x@example.com')"), "00000");
+        assert_eq!(sqlstate_of("INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'y@example.com')"), "42501");
+        assert_eq!(
+            sqlstate_of("UPDATE checkout.subscriptions SET status = 'canceled'"),
+            "42501"
+        );
+        Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
+    fn search_path_hijack_changes_nothing() {
+        fixture();
+        // A caller plants look-alikes of pg_catalog functions and of checkout's tables.
+        Spi::run("CREATE SCHEMA evil;
+                  CREATE TABLE evil.subscriptions (LIKE checkout.subscriptions);
+                  CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE sql AS 'SELECT ''hijacked''';
+                  CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT ''2000-01-01''::timestamptz';
+                  SET LOCAL search_path = evil, checkout, public;").unwrap();
+        let r = json(&format!("SELECT {CALL})"));
+        assert_eq!(r["success"], true);
+        assert_eq!(text("SELECT count(*)::text FROM evil.subscriptions"), "0");
+        let c = json("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'BOB@example.com')");
+        assert_eq!(c["customer_id"], "c0000000-0000-0000-0000-0000000000a2");
+    }
+}
