@@ -131,7 +131,7 @@ fn upsert_customer_atomic(
 }
 
 extension_sql!(
-    "REVOKE ALL ON FUNCTION checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb) FROM PUBLIC;",
+    "REVOKE ALL ON FUNCTION checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb) FROM PUBLIC;\n     ALTER FUNCTION checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb) SET plan_cache_mode = force_generic_plan; -- see sql/trials.sql",
     name = "upsert_customer_atomic_grants",
     requires = [upsert_customer_atomic]
 );

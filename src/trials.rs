@@ -283,7 +283,8 @@ mod tests {
              INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
              SELECT organization_id, id, 'b0000000-0000-0000-0000-0000000000a1', now(), now() FROM checkout.customers
              WHERE email LIKE 'user%0@example.com';
-             ANALYZE checkout.customers, checkout.customer_email_variants, checkout.trial_history, checkout.products;",
+             ANALYZE checkout.customers, checkout.customer_email_variants, checkout.trial_history, checkout.products;
+             SET LOCAL plan_cache_mode = force_generic_plan; -- what the function runs",
         )
         .unwrap();
         for (name, sql, args) in [

@@ -301,7 +301,7 @@ fn create_subscription_atomic(
 }
 
 extension_sql!(
-    "REVOKE ALL ON FUNCTION checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text) FROM PUBLIC;",
+    "REVOKE ALL ON FUNCTION checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text) FROM PUBLIC;\n     ALTER FUNCTION checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text) SET plan_cache_mode = force_generic_plan; -- see sql/trials.sql",
     name = "create_subscription_atomic_grants",
     requires = [create_subscription_atomic]
 );

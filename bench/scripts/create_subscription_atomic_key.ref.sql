@@ -1,0 +1,8 @@
+-- The seed expects the key registered beforehand as a pending row (its FK requires it).
+\set c random(1, :N)
+\set k random(0, 19)
+\set r random(1, 1000000000)
+BEGIN;
+INSERT INTO ref.idempotency_keys (key, request_hash, organization_id) VALUES ('k-' || :r || '-' || :c, 'app', bench_uuid(1, :c % 10 + 1));
+SELECT ref.create_subscription_atomic('{"status": "active", "amount": 1999, "currency": "usd", "interval": "month", "interval_count": 1, "current_period_start": "2026-01-01T00:00:00Z", "current_period_end": "2026-02-01T00:00:00Z"}', ARRAY[jsonb_build_object('feature_id', bench_uuid(3, :c % 10))], bench_uuid(4, :c), bench_uuid(2, (:c % 10) + 10 * :k), bench_uuid(1, :c % 10 + 1), 'k-' || :r || '-' || :c);
+END;
