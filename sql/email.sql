@@ -43,9 +43,12 @@ BEGIN
   RETURN NEW;
 END $$;
 
+-- Only for rows written at top level (pg_restore's COPY, direct inserts): the customers trigger
+-- inserts at depth 1 and handles duplicates with ON CONFLICT, so the hot path skips this.
 CREATE TRIGGER customer_email_variants_merge_duplicate
   BEFORE INSERT ON checkout.customer_email_variants
-  FOR EACH ROW EXECUTE FUNCTION checkout.merge_duplicate_email_variant();
+  FOR EACH ROW WHEN (pg_catalog.pg_trigger_depth() < 1)
+  EXECUTE FUNCTION checkout.merge_duplicate_email_variant();
 
 -- Recomputes forms stored under other rules (or edited by hand); returns how many rows changed.
 CREATE FUNCTION checkout.renormalize_email_variants() RETURNS bigint

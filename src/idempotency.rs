@@ -23,6 +23,17 @@ VALUES ($1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4
 ON CONFLICT (organization_id, key) DO NOTHING
 RETURNING id";
 
+/// The key's state. Read first without a lock: a replay (the common retry) then writes nothing,
+/// so its commit needs no WAL flush.
+const LOOKUP_SQL: &str = "
+SELECT id, status, operation,
+       request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
+       response,
+       created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $4)
+FROM checkout.idempotency_keys
+WHERE organization_id = $1 AND key = $2";
+
+/// The same, locked: taken only when the key must be re-claimed.
 const EXISTING_SQL: &str = "
 SELECT id, status, operation,
        request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
@@ -77,6 +88,16 @@ pub fn claim(
 ) -> Claim {
     validate_key(key);
     let ttl = IDEMPOTENCY_KEY_TTL.get();
+    let args = || -> [pgrx::datum::DatumWithOid<'_>; 4] {
+        [organization.into(), key.into(), request.into(), ttl.into()]
+    };
+    let plan = kept(client, LOOKUP_SQL, &[UUID, TEXT, TEXT, INT4], false);
+    if let Some(row) = first_row(ok(client.select(plan, Some(1), &args()))) {
+        let state = KeyState::read(&row);
+        if !state.expired && state.status == "completed" {
+            return state.replay(organization, key, operation);
+        }
+    }
     let plan = kept(client, CLAIM_SQL, &[UUID, TEXT, TEXT, TEXT, INT4], true);
     let inserted = ok(client.update(
         plan,
@@ -95,12 +116,7 @@ pub fn claim(
     // The key exists and its transaction has finished (the insert waited for it). Lock it: a
     // registered or expired key is re-claimed below, and only one caller may do that.
     let plan = kept(client, EXISTING_SQL, &[UUID, TEXT, TEXT, INT4], true);
-    let row = ok(client.update(
-        plan,
-        Some(1),
-        &[organization.into(), key.into(), request.into(), ttl.into()],
-    ));
-    if row.is_empty() {
+    let Some(row) = first_row(ok(client.update(plan, Some(1), &args()))) else {
         // Deleted between the two statements (cleanup): a retry will insert it afresh.
         raise(
             Kind::Internal,
@@ -108,48 +124,20 @@ pub fn claim(
             Some(format!("organization_id: {organization}, key: {key}")),
             Some("Retry the call."),
         );
-    }
-    let row = row.first();
-    let id: Uuid = crate::errors::required(ok(row.get(1)), "idempotency_keys.id");
-    let status: String = ok(row.get(2)).unwrap_or_default();
-    let bound_operation: Option<String> = ok(row.get(3));
-    let same_request: Option<bool> = ok(row.get(4));
-    let response: Option<JsonB> = ok(row.get(5));
-    let expired: bool = ok(row.get(6)).unwrap_or(false);
-
-    let mismatch = |what: &str| -> ! {
-        raise(
-            Kind::KeyReused,
-            format!("idempotency key was already used with {what}"),
-            Some(format!(
-                "organization_id: {organization}, key: {key}, operation: {}",
-                bound_operation.as_deref().unwrap_or("(none)")
-            )),
-            Some("Use a new idempotency key for a different request."),
-        )
     };
-    if !expired && status == "completed" {
-        if bound_operation.as_deref() != Some(operation) {
-            mismatch("another operation");
-        }
-        if same_request != Some(true) {
-            mismatch("different parameters");
-        }
-        let mut replay = response.map(|r| r.0).unwrap_or(serde_json::Value::Null);
-        if let Some(object) = replay.as_object_mut() {
-            object.insert("replayed".into(), true.into());
-        }
-        return Claim::Replay(replay);
+    let state = KeyState::read(&row);
+    if !state.expired && state.status == "completed" {
+        return state.replay(organization, key, operation);
     }
     // Expired, or registered beforehand ('pending', the seed's flow), or left by another writer
     // without a committed answer: nobody is working on it (we hold its lock), so take it over.
     // A key bound to another operation or request stays refused until it expires.
-    if !expired && status != "pending" {
-        if bound_operation.as_deref().is_some_and(|op| op != operation) {
-            mismatch("another operation");
+    if !state.expired && state.status != "pending" {
+        if state.operation.as_deref().is_some_and(|op| op != operation) {
+            state.mismatch(organization, key, "another operation");
         }
-        if same_request == Some(false) {
-            mismatch("different parameters");
+        if state.same_request == Some(false) {
+            state.mismatch(organization, key, "different parameters");
         }
     }
     let plan = kept(
@@ -168,14 +156,64 @@ pub fn claim(
         plan,
         None,
         &[
-            id.into(),
+            state.id.into(),
             operation.into(),
             request.into(),
             ttl.into(),
-            expired.into(),
+            state.expired.into(),
         ],
     ));
-    Claim::Owned(id)
+    Claim::Owned(state.id)
+}
+
+/// A row of LOOKUP_SQL / EXISTING_SQL.
+struct KeyState {
+    id: Uuid,
+    status: String,
+    operation: Option<String>,
+    same_request: Option<bool>,
+    response: Option<serde_json::Value>,
+    expired: bool,
+}
+
+impl KeyState {
+    fn read(row: &pgrx::spi::SpiTupleTable<'_>) -> Self {
+        KeyState {
+            id: crate::errors::required(ok(row.get(1)), "idempotency_keys.id"),
+            status: ok(row.get(2)).unwrap_or_default(),
+            operation: ok(row.get(3)),
+            same_request: ok(row.get(4)),
+            response: ok(row.get::<JsonB>(5)).map(|r| r.0),
+            expired: ok(row.get(6)).unwrap_or(false),
+        }
+    }
+
+    /// A completed key: its answer with `"replayed": true`, or 55000 when the request differs.
+    fn replay(self, organization: Uuid, key: &str, operation: &str) -> Claim {
+        if self.operation.as_deref() != Some(operation) {
+            self.mismatch(organization, key, "another operation");
+        }
+        if self.same_request != Some(true) {
+            self.mismatch(organization, key, "different parameters");
+        }
+        let mut replay = self.response.unwrap_or(serde_json::Value::Null);
+        if let Some(object) = replay.as_object_mut() {
+            object.insert("replayed".into(), true.into());
+        }
+        Claim::Replay(replay)
+    }
+
+    fn mismatch(&self, organization: Uuid, key: &str, what: &str) -> ! {
+        raise(
+            Kind::KeyReused,
+            format!("idempotency key was already used with {what}"),
+            Some(format!(
+                "organization_id: {organization}, key: {key}, operation: {}",
+                self.operation.as_deref().unwrap_or("(none)")
+            )),
+            Some("Use a new idempotency key for a different request."),
+        )
+    }
 }
 
 /// Stores the final response with the key, in the same transaction as the work.

@@ -2,35 +2,38 @@
 //! second trial through a variant of an address that already had one.
 use crate::email::{canonical, rules};
 use crate::errors::{raise, required, Kind};
-use crate::plans::{kept, ok};
+use crate::plans::{first_row, kept, ok};
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::json;
 
 const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
-const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
-/// The customer, whether the product is theirs, whether they had this trial, and every email they
-/// have had. All index lookups (customers pkey, products and trial_history unique keys, variants key).
-pub const CUSTOMER_SQL: &str = "
-SELECT c.organization_id, c.email,
+/// One statement, all index lookups: the customer, whether the product is in its organization,
+/// whether it had this trial, and another customer of the organization who had this trial and holds
+/// one of the canonical forms: `$3` (the checked email's) or any this customer has had. Stored forms
+/// are used; after a rules change `renormalize_email_variants()` refreshes them.
+pub const ELIGIBILITY_SQL: &str = "
+SELECT c.email,
        EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = c.organization_id AND p.id = $2),
        EXISTS (SELECT 1 FROM checkout.trial_history th
                WHERE th.organization_id = c.organization_id AND th.customer_id = c.id AND th.product_id = $2),
-       ARRAY(SELECT v.email FROM checkout.customer_email_variants v
-             WHERE v.organization_id = c.organization_id AND v.customer_id = c.id)
+       m.customer_id, m.email_normalized, c.organization_id
 FROM checkout.customers c
+LEFT JOIN LATERAL (
+  SELECT th.customer_id, v.email_normalized
+  FROM checkout.customer_email_variants v
+  JOIN checkout.trial_history th
+    ON th.organization_id = v.organization_id AND th.customer_id = v.customer_id AND th.product_id = $2
+  WHERE v.organization_id = c.organization_id AND v.customer_id <> c.id
+    AND v.email_normalized = ANY (ARRAY[$3] || ARRAY(
+          SELECT o.email_normalized FROM checkout.customer_email_variants o
+          WHERE o.organization_id = c.organization_id AND o.customer_id = c.id))
+  LIMIT 1
+) m ON true
 WHERE c.id = $1 AND c.deleted_at IS NULL";
-
-/// Another customer of the organization, holding one of the canonical forms, who had this trial.
-pub const VARIANT_SQL: &str = "
-SELECT th.customer_id, v.email_normalized
-FROM checkout.customer_email_variants v
-JOIN checkout.trial_history th
-  ON th.organization_id = v.organization_id AND th.customer_id = v.customer_id AND th.product_id = $3
-WHERE v.organization_id = $1 AND v.email_normalized = ANY ($2) AND v.customer_id <> $4
-LIMIT 1";
 
 /// The verdict of [`eligibility`].
 pub struct Eligibility {
@@ -46,71 +49,55 @@ pub fn eligibility(
     product: Uuid,
     email: Option<&str>,
 ) -> Eligibility {
-    let plan = kept(client, CUSTOMER_SQL, &[UUID, UUID], false);
-    let row = ok(client.select(plan, Some(1), &[customer.into(), product.into()]));
-    if row.is_empty() {
+    let checked_form = email.map(canonical);
+    let plan = kept(client, ELIGIBILITY_SQL, &[UUID, UUID, TEXT], false);
+    let row = ok(client.select(
+        plan,
+        Some(1),
+        &[
+            customer.into(),
+            product.into(),
+            checked_form.as_deref().into(),
+        ],
+    ));
+    let Some(row) = first_row(row) else {
         raise(
             Kind::NotFound,
             "customer not found",
             Some(format!("customer_id: {customer}")),
             Some("The customer does not exist or is deleted."),
         );
-    }
-    let row = row.first();
-    let organization: Uuid = required(ok(row.get(1)), "customers.organization_id");
-    let own_email: String = required(ok(row.get(2)), "customers.email");
-    let product_ok: bool = ok(row.get(3)).unwrap_or(false);
-    let had_trial: bool = ok(row.get(4)).unwrap_or(false);
-    let history: Vec<Option<String>> = ok(row.get(5)).unwrap_or_default();
-
-    if !product_ok {
+    };
+    let own_email: String = required(ok(row.get(1)), "customers.email");
+    if !ok(row.get::<bool>(2)).unwrap_or(false) {
+        let organization: Option<Uuid> = ok(row.get(6));
         raise(
             Kind::NotFound,
             "product not found in the customer's organization",
             Some(format!(
-                "product_id: {product}, organization_id: {organization}"
+                "product_id: {product}, organization_id: {}",
+                organization.map(|o| o.to_string()).unwrap_or_default()
             )),
             None,
         );
     }
-    if had_trial {
+    if ok(row.get::<bool>(3)).unwrap_or(false) {
         return Eligibility {
             eligible: false,
             result: json!({"eligible": false, "reason": "already_had_trial", "customer_id": customer.to_string()}),
         };
     }
-    let normalized = canonical(email.unwrap_or(&own_email));
-    let mut forms = vec![normalized.clone()];
-    // Forms of every email the customer has had, under the current rules (stored rows may be older).
-    for past in history.iter().flatten() {
-        if let Ok(form) = rules::normalize(past) {
-            if !forms.contains(&form) {
-                forms.push(form);
-            }
-        }
-    }
-    let plan = kept(client, VARIANT_SQL, &[UUID, TEXT_ARRAY, UUID, UUID], false);
-    let matched = ok(client.select(
-        plan,
-        Some(1),
-        &[
-            organization.into(),
-            forms.into(),
-            product.into(),
-            customer.into(),
-        ],
-    ));
-    if !matched.is_empty() {
-        let matched = matched.first();
-        let other: Option<Uuid> = ok(matched.get(1));
-        let form: Option<String> = ok(matched.get(2));
+    let normalized =
+        checked_form.unwrap_or_else(|| rules::normalize(&own_email).unwrap_or(own_email));
+    if let Some(other) = ok(row.get::<Uuid>(4)) {
+        let form: Option<String> = ok(row.get(5));
         return Eligibility {
             eligible: false,
             result: json!({
                 "eligible": false,
                 "reason": "email_variation_detected",
                 "normalized_email": form.unwrap_or(normalized),
-                "matched_customer_id": other.map(|u| u.to_string()),
+                "matched_customer_id": other.to_string(),
             }),
         };
     }
@@ -287,18 +274,21 @@ mod tests {
              SET LOCAL plan_cache_mode = force_generic_plan; -- what the function runs",
         )
         .unwrap();
-        for (name, sql, args) in [
-            ("customer", super::CUSTOMER_SQL, "('c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1')"),
-            ("variant", super::VARIANT_SQL, "('a0000000-0000-0000-0000-000000000001', ARRAY['user10@example.com'], 'b0000000-0000-0000-0000-0000000000a1', 'c0000000-0000-0000-0000-0000000000a1')"),
-        ] {
-            Spi::run(&format!("PREPARE ck_{name} AS {sql}")).unwrap();
-            let text = Spi::get_one::<String>(&format!(
-                "SELECT string_agg(line, E'\\n') FROM checkout_test.explain_lines($q$EXECUTE ck_{name}{args}$q$) line"
-            ))
-            .unwrap()
-            .unwrap();
-            assert!(!text.contains("Seq Scan"), "{name} lookup does a sequential scan:\n{text}");
-            assert!(text.contains("Index"), "{name}:\n{text}");
-        }
+        let args = "('c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'user10@example.com')";
+        Spi::run(&format!(
+            "PREPARE ck_eligibility AS {}",
+            super::ELIGIBILITY_SQL
+        ))
+        .unwrap();
+        let text = Spi::get_one::<String>(&format!(
+            "SELECT string_agg(line, E'\\n') FROM checkout_test.explain_lines($q$EXECUTE ck_eligibility{args}$q$) line"
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(
+            !text.contains("Seq Scan"),
+            "eligibility lookup does a sequential scan:\n{text}"
+        );
+        assert!(text.matches("Index").count() >= 5, "{text}");
     }
 }
