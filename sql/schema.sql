@@ -146,8 +146,6 @@ CREATE INDEX idx_subscriptions_ending ON checkout.subscriptions (current_period_
 CREATE INDEX idx_subscriptions_trial_ending ON checkout.subscriptions (trial_end, status)
   WHERE status = 'trialing' AND trial_end IS NOT NULL;
 CREATE INDEX idx_subscriptions_product ON checkout.subscriptions (product_id, status);
-CREATE INDEX idx_subscriptions_idempotency_key ON checkout.subscriptions (organization_id, idempotency_key)
-  WHERE idempotency_key IS NOT NULL;
 COMMENT ON TABLE checkout.subscriptions IS 'A customer''s subscription to a product. At most one active or trialing per (organization, customer, product).';
 COMMENT ON COLUMN checkout.subscriptions.status IS 'incomplete, trialing, active, past_due, canceled, unpaid, paused or expired (Stripe''s set plus expired).';
 COMMENT ON COLUMN checkout.subscriptions.amount IS 'Price per interval in minor units of currency (cents for usd).';

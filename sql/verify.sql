@@ -37,7 +37,6 @@ AS $verify$
     ('index', 'idx_subscriptions_ending', 'subscriptions'),
     ('index', 'idx_subscriptions_trial_ending', 'subscriptions'),
     ('index', 'idx_subscriptions_product', 'subscriptions'),
-    ('index', 'idx_subscriptions_idempotency_key', 'subscriptions'),
     ('table', 'checkout_sessions', NULL),
     ('constraint', 'checkout_sessions_org_id_key', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_customer_id_fkey', 'checkout_sessions'),

@@ -59,6 +59,96 @@ impl fmt::Display for EmailError {
 /// The canonical form of an email address, or why it is not one.
 pub fn normalize(input: &str) -> Result<String, EmailError> {
     let trimmed = input.trim();
+    if trimmed.is_ascii() {
+        if let Some(result) = normalize_ascii(trimmed.as_bytes()) {
+            return result;
+        }
+    }
+    normalize_general(trimmed)
+}
+
+/// The hot path: plain ASCII addresses in one pass and one allocation. Returns None for what it
+/// does not handle (punycode labels), which the general path then takes. Must agree with
+/// [`normalize_general`] on every ASCII input (property-tested).
+fn normalize_ascii(b: &[u8]) -> Option<Result<String, EmailError>> {
+    if b.len() > MAX_LEN {
+        return Some(Err(EmailError::TooLong(b.len())));
+    }
+    if b.iter().any(|&c| c < 0x21 || c == 0x7f) {
+        return Some(Err(EmailError::ControlOrSpace));
+    }
+    let Some(at) = b.iter().position(|&c| c == b'@') else {
+        return Some(Err(EmailError::NoAt));
+    };
+    if b[at + 1..].contains(&b'@') {
+        return Some(Err(EmailError::SeveralAt));
+    }
+    let local = &b[..at];
+    if local.is_empty() {
+        return Some(Err(EmailError::EmptyLocal));
+    }
+    let domain = &b[at + 1..];
+    let domain = domain.strip_suffix(b".").unwrap_or(domain);
+    if domain.is_empty() {
+        return Some(Err(EmailError::EmptyDomain));
+    }
+    // Lowercase and check the domain as letter-digit-hyphen labels.
+    let mut buf = [0u8; 253];
+    if domain.len() > buf.len() {
+        return Some(Err(EmailError::InvalidDomain));
+    }
+    let lower = &mut buf[..domain.len()];
+    for (dst, src) in lower.iter_mut().zip(domain) {
+        *dst = src.to_ascii_lowercase();
+    }
+    let mut labels = 0;
+    let mut tld_numeric = false;
+    for label in lower.split(|&c| c == b'.') {
+        if label.starts_with(b"xn--") {
+            return None; // punycode: validated by the IDNA machinery
+        }
+        let ldh = label
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        if !ldh || !valid_ldh_label(std::str::from_utf8(label).unwrap_or("")) {
+            return Some(Err(EmailError::InvalidDomain));
+        }
+        labels += 1;
+        tld_numeric = label.iter().all(u8::is_ascii_digit);
+    }
+    if labels < 2 || tld_numeric {
+        return Some(Err(EmailError::InvalidDomain));
+    }
+    // The lowered bytes are ASCII, so this cannot fail.
+    let domain = canonical_provider_domain(std::str::from_utf8(lower).unwrap_or(""));
+    let yahoo = is_yahoo(domain);
+    let dropped: &[u8] = match domain {
+        "gmail.com" => b".",
+        "protonmail.com" | "protonmail.ch" | "proton.me" | "pm.me" => b".-_",
+        _ => b"",
+    };
+    let mut out = String::with_capacity(b.len() + 4);
+    for &c in local {
+        if c == b'+' || (yahoo && c == b'-') {
+            break;
+        }
+        if !dropped.contains(&c) {
+            out.push(c.to_ascii_lowercase() as char);
+        }
+    }
+    if out.is_empty() {
+        return Some(Err(EmailError::EmptyLocal));
+    }
+    out.push('@');
+    out.push_str(domain);
+    if out.len() > MAX_LEN {
+        return Some(Err(EmailError::TooLong(out.len())));
+    }
+    Some(Ok(out))
+}
+
+/// Every input: Unicode folding, IDNA.
+fn normalize_general(trimmed: &str) -> Result<String, EmailError> {
     let chars = trimmed.chars().count();
     if chars > MAX_LEN {
         return Err(EmailError::TooLong(chars));
@@ -428,6 +518,32 @@ mod unit_tests {
             valid > 10_000,
             "the generator should produce many valid addresses, got {valid}"
         );
+    }
+
+    #[test]
+    fn property_ascii_fast_path_agrees_with_the_general_path() {
+        let mut checked = 0;
+        for s in arbitrary_strings(200_000) {
+            let trimmed = s.trim();
+            if !trimmed.is_ascii() {
+                continue;
+            }
+            if let Some(fast) = normalize_ascii(trimmed.as_bytes()) {
+                checked += 1;
+                assert_eq!(fast, normalize_general(trimmed), "{s:?}");
+            }
+        }
+        for (input, _) in CASES {
+            let trimmed = input.trim();
+            if let Some(fast) = trimmed
+                .is_ascii()
+                .then(|| normalize_ascii(trimmed.as_bytes()))
+                .flatten()
+            {
+                assert_eq!(fast, normalize_general(trimmed), "{input:?}");
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `create_subscription_atomic` (seed migration 006): validated, tenant-safe, exactly once.
 //!
-//! A call runs at most six statements: claim the idempotency key (when given), lock the customer
-//! and check the product and features, two trial lookups (when a trial is requested), one
-//! data-modifying statement for every write, and the key's answer. Concurrent calls for one
-//! customer queue on the customer's row lock; the partial unique index on active/trialing
-//! subscriptions is the last word (`ON CONFLICT DO NOTHING`), so racers get the winner's id.
+//! A call runs few statements: the idempotency key (when given: look up, claim), one tenant check
+//! of customer, product and features, one trial lookup (when a trial is requested), one
+//! data-modifying statement for every write, and the key's answer. Races on one pair are decided
+//! by the partial unique index on active/trialing subscriptions (`ON CONFLICT DO NOTHING` waits
+//! for an in-flight insert), so racers get the winner's id.
 use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
 use crate::plans::{first_row, kept, ok};
@@ -32,13 +32,13 @@ const TIMESTAMPTZ: PgOid = oid(PgBuiltInOids::TIMESTAMPTZOID);
 
 const OPERATION: &str = "create_subscription_atomic";
 
-/// Locks the customer (serializing creations for it) and checks product and features in one go.
-const LOCK_SQL: &str = "
+/// Checks customer, product and features in one go. No row lock: the unique index decides races
+/// (`ON CONFLICT` below), and the customer row is locked by the counter update anyway.
+const TENANT_SQL: &str = "
 SELECT EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3),
        (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($4))
 FROM checkout.customers c
-WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL
-FOR NO KEY UPDATE OF c";
+WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL";
 
 /// Every write of a creation in one statement. When an active/trialing subscription exists for the
 /// pair, the insert does nothing and so does every statement fed by it.
@@ -142,8 +142,8 @@ fn create_subscription_atomic(
         };
 
         let feature_ids: Vec<Uuid> = features.iter().map(|f| parse_uuid(&f.feature_id)).collect();
-        let plan = kept(client, LOCK_SQL, &[UUID, UUID, UUID, UUID_ARRAY], true);
-        let row = ok(client.update(
+        let plan = kept(client, TENANT_SQL, &[UUID, UUID, UUID, UUID_ARRAY], false);
+        let row = ok(client.select(
             plan,
             Some(1),
             &[
