@@ -25,6 +25,10 @@ FROM customers c JOIN products p ON p.organization_id = c.organization_id, (VALU
 WHERE c.email = 'Jane.Doe+acme@GMail.com';
 \set ON_ERROR_STOP on
 
+\echo '--- maintenance: run the jobs once (the background worker does this every 10 s here)'
+SELECT run_maintenance();
+SELECT job, last_run_at, next_run_at FROM maintenance_status();
+
 \echo '--- checkout.verify(): failing checks (none expected), then the total'
 SELECT "check", detail FROM verify() WHERE NOT ok;
 SELECT count(*) AS checks, count(*) FILTER (WHERE ok) AS ok FROM verify();

@@ -79,8 +79,11 @@ CREATE TABLE checkout.products (
   updated_at      timestamptz NOT NULL DEFAULT now(),
   CONSTRAINT products_org_id_key UNIQUE (organization_id, id)
 );
+CREATE INDEX idx_products_metrics_stale ON checkout.products (metrics_last_calculated_at);
 COMMENT ON TABLE checkout.products IS 'What customers subscribe to. The metrics_* columns are a cache refreshed by maintenance.';
-COMMENT ON COLUMN checkout.products.metrics_mrr IS 'Cached monthly recurring revenue in minor units per currency, e.g. {"usd": 129900}.';
+COMMENT ON COLUMN checkout.products.metrics_mrr IS 'Cached monthly recurring revenue of active subscriptions, minor units per currency, e.g. {"usd": 129900}.';
+COMMENT ON COLUMN checkout.products.metrics_active_subscriptions IS 'Cached count of active subscriptions (maintenance).';
+COMMENT ON COLUMN checkout.products.metrics_trialing_subscriptions IS 'Cached count of trialing subscriptions (maintenance).';
 COMMENT ON COLUMN checkout.products.metrics_last_calculated_at IS 'When the metrics_* cache was computed; NULL means stale (cleared by every new subscription).';
 
 CREATE TABLE checkout.features (
@@ -180,7 +183,7 @@ CREATE TABLE checkout.checkout_sessions (
 );
 CREATE INDEX idx_checkout_sessions_expires ON checkout.checkout_sessions (expires_at) WHERE status = 'pending';
 CREATE INDEX idx_checkout_sessions_customer ON checkout.checkout_sessions (customer_id, created_at DESC);
-CREATE INDEX idx_checkout_sessions_expired ON checkout.checkout_sessions (updated_at) WHERE status = 'expired';
+CREATE INDEX idx_checkout_sessions_expired ON checkout.checkout_sessions (expires_at) WHERE status = 'expired';
 COMMENT ON TABLE checkout.checkout_sessions IS 'A checkout in progress. Pending sessions past expires_at are expired, then deleted after a retention, by maintenance.';
 COMMENT ON COLUMN checkout.checkout_sessions.idempotency_key IS 'Plain text, no foreign key: references survive the expiry of the key.';
 

@@ -43,6 +43,7 @@ AS $verify$
     ('constraint', 'checkout_sessions_product_id_fkey', 'checkout_sessions'),
     ('index', 'idx_checkout_sessions_expires', 'checkout_sessions'),
     ('index', 'idx_checkout_sessions_customer', 'checkout_sessions'),
+    ('index', 'idx_products_metrics_stale', 'products'),
     ('index', 'idx_checkout_sessions_expired', 'checkout_sessions'),
     ('table', 'payment_intents', NULL),
     ('constraint', 'payment_intents_org_id_key', 'payment_intents'),
@@ -116,7 +117,20 @@ AS $verify$
     ('function', 'checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text)', NULL),
     ('function', 'checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb)', NULL),
     ('function', 'checkout.track_customer_email()', NULL),
-    ('function', 'checkout.merge_duplicate_email_variant()', NULL)
+    ('function', 'checkout.merge_duplicate_email_variant()', NULL),
+    ('function', 'checkout.expire_checkout_sessions(integer)', NULL),
+    ('function', 'checkout.cleanup_expired_idempotency_keys(integer)', NULL),
+    ('function', 'checkout.enqueue_reconciliation(text, text, jsonb, integer, uuid)', NULL),
+    ('function', 'checkout.claim_reconciliation(integer, text)', NULL),
+    ('function', 'checkout.complete_reconciliation(uuid)', NULL),
+    ('function', 'checkout.fail_reconciliation(uuid, text)', NULL),
+    ('function', 'checkout.expire_reconciliation_leases(integer)', NULL),
+    ('function', 'checkout.refresh_product_metrics(integer)', NULL),
+    ('function', 'checkout.run_maintenance()', NULL),
+    ('function', 'checkout.maintenance_status()', NULL),
+    ('function', 'checkout.schedule_with_pg_cron(text)', NULL),
+    ('function', 'checkout.unschedule_pg_cron()', NULL),
+    ('table', 'maintenance_runs', NULL)
   ), found AS (
     SELECT e.kind, e.name,
       CASE e.kind

@@ -1,19 +1,97 @@
 //! Every setting (GUC) of checkout, registered when the library loads.
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 
 /// `checkout.idempotency_key_ttl`: seconds after its creation during which an idempotency key is
 /// honoured; older keys count as absent (and maintenance may delete them).
 pub static IDEMPOTENCY_KEY_TTL: GucSetting<i32> = GucSetting::<i32>::new(24 * 60 * 60);
+/// `checkout.maintenance_interval`: seconds between two runs of the maintenance worker.
+pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// `checkout.maintenance_databases`: comma-separated databases the worker maintains.
+pub static MAINTENANCE_DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// The jobs' settings; the SQL jobs read them with current_setting() (sql/maintenance.sql).
+static SESSION_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(24 * 60 * 60);
+static RECONCILIATION_LEASE: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
+static RECONCILIATION_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// The databases of `checkout.maintenance_databases`, trimmed, empty entries dropped.
+pub fn maintenance_databases() -> Vec<String> {
+    MAINTENANCE_DATABASES
+        .get()
+        .map(|s| {
+            s.to_string_lossy()
+                .split(',')
+                .map(|d| d.trim().to_owned())
+                .filter(|d| !d.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 pub fn init() {
-    GucRegistry::define_int_guc(
+    let seconds = |name, short, long, setting, context| {
+        GucRegistry::define_int_guc(
+            name,
+            short,
+            long,
+            setting,
+            1,
+            i32::MAX,
+            context,
+            GucFlags::UNIT_S,
+        )
+    };
+    seconds(
         c"checkout.idempotency_key_ttl",
         c"How long an idempotency key is honoured after its first use.",
         c"Older keys count as absent: a call with one does the work again. Accepts units, e.g. '24h'.",
         &IDEMPOTENCY_KEY_TTL,
-        1,
-        i32::MAX,
         GucContext::Userset,
-        GucFlags::UNIT_S,
+    );
+    seconds(
+        c"checkout.maintenance_interval",
+        c"Time between two runs of the maintenance background worker.",
+        c"The worker runs checkout.run_maintenance() this often in each database of checkout.maintenance_databases.",
+        &MAINTENANCE_INTERVAL,
+        GucContext::Sighup,
+    );
+    seconds(
+        c"checkout.session_retention",
+        c"How long expired checkout sessions are kept before maintenance deletes them.",
+        c"Measured from the session's expires_at.",
+        &SESSION_RETENTION,
+        GucContext::Userset,
+    );
+    seconds(
+        c"checkout.reconciliation_lease",
+        c"How long a claimed reconciliation item stays leased to its worker.",
+        c"Past it, the item can be claimed again, and maintenance counts a failed attempt.",
+        &RECONCILIATION_LEASE,
+        GucContext::Userset,
+    );
+    GucRegistry::define_int_guc(
+        c"checkout.reconciliation_max_attempts",
+        c"Failed attempts after which a reconciliation item goes to manual_review.",
+        c"",
+        &RECONCILIATION_MAX_ATTEMPTS,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // A server-start setting can only be defined while the postmaster preloads the library; loaded
+    // later (CREATE EXTENSION, a first call), it would be a FATAL error. Without preloading there
+    // is no worker, so there is nothing to configure.
+    if unsafe { !pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    GucRegistry::define_string_guc(
+        c"checkout.maintenance_databases",
+        c"Databases in which the maintenance background worker runs (comma-separated).",
+        c"Read at server start; needs shared_preload_libraries = 'checkout'. Empty: no worker.",
+        &MAINTENANCE_DATABASES,
+        GucContext::Postmaster,
+        GucFlags::default(),
     );
 }

@@ -9,15 +9,17 @@ mod email;
 mod errors;
 mod gucs;
 mod idempotency;
+mod maintenance;
 mod plans;
 mod schema;
 mod subscriptions;
 mod trials;
 
-/// Called when the library loads: registers the settings.
+/// Called when the library loads: registers the settings and, when preloaded, the workers.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    maintenance::register_workers();
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -29,6 +31,11 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // The maintenance worker runs in the test database (src/maintenance.rs tests).
+        vec![
+            "shared_preload_libraries = 'checkout'",
+            "checkout.maintenance_databases = 'pgrx_tests'",
+            "checkout.maintenance_interval = '1s'",
+        ]
     }
 }

@@ -9,7 +9,12 @@ v=$1; shift
 export E2E_VERSION=$v E2E_BIN; E2E_BIN=$(pg_bindir "$v")
 export E2E_PORT=$((55400 + v)) E2E_DATA="$PGDATA_BASE/e2e-$v"
 stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"
-start_cluster "$v" "$E2E_DATA" "$E2E_PORT" "max_connections = 100" "fsync = off"
+extra=()
+# pg_cron (Debian's postgresql-15-cron) for the scheduling test on PostgreSQL 15.
+if [ "$v" = 15 ] && [ -f /usr/lib/postgresql/15/lib/pg_cron.so ]; then
+  extra=("shared_preload_libraries = 'pg_cron'" "cron.database_name = 'e2e_cron'" "cron.use_background_workers = on")
+fi
+start_cluster "$v" "$E2E_DATA" "$E2E_PORT" "max_connections = 100" "fsync = off" "${extra[@]}"
 tests=("$@"); [ ${#tests[@]} -gt 0 ] || tests=($(cd "$here" && ls t_*.sh))
 passed=0; failed=0
 for t in "${tests[@]}"; do

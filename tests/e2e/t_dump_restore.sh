@@ -8,7 +8,9 @@ fingerprint() { # one line per table: name, row count, digest of all rows
   psql_db "$1" <<'SQL'
 SELECT format('SELECT %L || '' '' || count(*) || '' '' || coalesce(md5(string_agg(t::text, ''|'' ORDER BY t::text)), ''-'') FROM checkout.%I t',
               c.relname, c.relname)
-FROM pg_class c WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r' ORDER BY c.relname
+FROM pg_class c WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r'
+  AND c.relname <> 'maintenance_runs' -- operational state, deliberately not dumped
+ORDER BY c.relname
 \gexec
 SQL
 }

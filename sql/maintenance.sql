@@ -1,0 +1,245 @@
+-- Maintenance (seed migrations 002, 004, 007): each job is a function that does one bounded batch
+-- in the caller's transaction, skips rows other sessions hold (FOR UPDATE SKIP LOCKED), and says
+-- what it did. run_maintenance() runs them all, each in its own subtransaction, and records the
+-- outcome in maintenance_runs. The background worker (src/maintenance.rs) or pg_cron calls it.
+
+CREATE TABLE checkout.maintenance_runs (
+  job         text PRIMARY KEY,
+  last_run_at timestamptz,
+  last_result jsonb,
+  last_error  text,
+  last_error_at timestamptz
+);
+COMMENT ON TABLE checkout.maintenance_runs IS 'Outcome of the last run of each maintenance job (operational state, not dumped).';
+
+-- Settings with their defaults (the GUCs are defined once the library is loaded). Time settings
+-- show with units ('5min', '1d'), which interval input reads; a bare number is seconds.
+CREATE FUNCTION checkout.setting_seconds(name text, fallback integer) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(extract(epoch FROM nullif(current_setting(name, true), '')::interval)::integer, fallback)
+$$;
+CREATE FUNCTION checkout.setting_integer(name text, fallback integer) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(nullif(current_setting(name, true), '')::integer, fallback)
+$$;
+
+-- Pending sessions past expires_at become expired; expired sessions older than
+-- checkout.session_retention (default 1 day, the seed's intent) are deleted.
+CREATE FUNCTION checkout.expire_checkout_sessions(p_batch integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_expired integer;
+  v_deleted integer;
+BEGIN
+  WITH due AS (
+    SELECT id FROM checkout.checkout_sessions
+    WHERE status = 'pending' AND expires_at < now()
+    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
+  FROM due WHERE s.id = due.id;
+  GET DIAGNOSTICS v_expired = ROW_COUNT;
+  WITH old AS (
+    SELECT id FROM checkout.checkout_sessions
+    WHERE status = 'expired'
+      AND expires_at < now() - make_interval(secs => checkout.setting_seconds('checkout.session_retention', 86400))
+    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  DELETE FROM checkout.checkout_sessions s USING old WHERE s.id = old.id;
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  RETURN jsonb_build_object('expired', v_expired, 'deleted', v_deleted);
+END $$;
+
+-- The seed's name and integer result. Keys past expires_at are deleted, never one being processed
+-- (locked by a claim, or marked processing by another writer). Rows that recorded a key keep it.
+CREATE FUNCTION checkout.cleanup_expired_idempotency_keys(p_batch integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_deleted integer;
+BEGIN
+  WITH old AS (
+    SELECT id FROM checkout.idempotency_keys
+    WHERE expires_at < now() AND status <> 'processing'
+    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  DELETE FROM checkout.idempotency_keys k USING old WHERE k.id = old.id;
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  RETURN v_deleted;
+END $$;
+
+-- Reconciliation queue. An item is open while pending, processing or failed; one open item per
+-- (type, reference_id): enqueueing it again merges details and keeps the more urgent priority.
+CREATE FUNCTION checkout.enqueue_reconciliation(p_type text, p_reference_id text, p_details jsonb DEFAULT '{}',
+  p_priority integer DEFAULT 5, p_organization_id uuid DEFAULT NULL) RETURNS uuid
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  INSERT INTO checkout.reconciliation_queue AS q (organization_id, type, reference_id, details, priority)
+  VALUES (p_organization_id, p_type, p_reference_id, coalesce(p_details, '{}'), p_priority)
+  ON CONFLICT (type, reference_id) WHERE status IN ('pending', 'processing', 'failed') DO UPDATE
+  SET details = q.details || EXCLUDED.details, priority = least(q.priority, EXCLUDED.priority), updated_at = now()
+  RETURNING q.id
+$$;
+
+-- Hands out up to p_batch due items, most urgent first: pending (and due), failed whose retry time
+-- has come, or processing whose lease ran out (its worker died). They become processing, leased to
+-- p_worker for checkout.reconciliation_lease (default 5 min). Concurrent claimers never get the same item.
+CREATE FUNCTION checkout.claim_reconciliation(p_batch integer, p_worker text) RETURNS SETOF checkout.reconciliation_queue
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH due AS (
+    SELECT id FROM checkout.reconciliation_queue
+    WHERE (status = 'pending' AND (next_retry_at IS NULL OR next_retry_at <= now()))
+       OR (status = 'failed' AND next_retry_at <= now())
+       OR (status = 'processing' AND locked_until < now())
+    ORDER BY priority, created_at
+    LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.reconciliation_queue q
+  SET status = 'processing', locked_by = p_worker,
+      locked_until = now() + make_interval(secs => checkout.setting_seconds('checkout.reconciliation_lease', 300)),
+      updated_at = now()
+  FROM due WHERE q.id = due.id
+  RETURNING q.*
+$$;
+
+CREATE FUNCTION checkout.complete_reconciliation(p_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH done AS (
+    UPDATE checkout.reconciliation_queue
+    SET status = 'completed', processed_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+    WHERE id = p_id AND status = 'processing'
+    RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM done)
+$$;
+
+-- A failed attempt: error_count + 1, retried after 15 s + attempt^4 s (River's curve, plus Oban's
+-- 15 s floor), times a random jitter factor in [0.9, 1.1], capped at 24 h; after
+-- checkout.reconciliation_max_attempts (default 10) attempts the item goes to manual_review.
+CREATE FUNCTION checkout.fail_reconciliation(p_id uuid, p_error text) RETURNS checkout.reconciliation_queue
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.reconciliation_queue
+  SET error_count = error_count + 1, error_message = p_error, locked_by = NULL, locked_until = NULL,
+      updated_at = now(),
+      status = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+                    THEN 'manual_review' ELSE 'failed' END,
+      next_retry_at = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+                    THEN NULL
+                    ELSE now() + make_interval(secs => least(86400, (15 + power(error_count + 1, 4)) * (0.9 + random() * 0.2))) END
+  WHERE id = p_id AND status IN ('processing', 'pending', 'failed')
+  RETURNING *
+$$;
+
+-- The maintenance side of the queue: leases that ran out count as a failed attempt ('lease
+-- expired'), so a worker that keeps dying on an item sends it to manual_review.
+CREATE FUNCTION checkout.expire_reconciliation_leases(p_batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_count integer := 0;
+  v_id uuid;
+BEGIN
+  FOR v_id IN
+    SELECT id FROM checkout.reconciliation_queue
+    WHERE status = 'processing' AND locked_until < now()
+    ORDER BY locked_until LIMIT p_batch FOR UPDATE SKIP LOCKED
+  LOOP
+    PERFORM checkout.fail_reconciliation(v_id, 'lease expired');
+    v_count := v_count + 1;
+  END LOOP;
+  RETURN v_count;
+END $$;
+
+-- Products whose metrics are NULL (cleared by every new subscription) or older than a day get:
+-- active and trialing subscription counts, and MRR = sum over active subscriptions of the amount
+-- per month (day x 30, week x 52/12, month x 1, year / 12, divided by interval_count), rounded,
+-- in minor units per currency. The seed's job compared NULL < timestamp and never refreshed them.
+CREATE FUNCTION checkout.refresh_product_metrics(p_batch integer DEFAULT 100) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_count integer;
+BEGIN
+  WITH stale AS (
+    SELECT id FROM checkout.products
+    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
+    ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR UPDATE SKIP LOCKED),
+  figures AS (
+    SELECT stale.id,
+      (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active') AS active,
+      (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'trialing') AS trialing,
+      (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
+         SELECT s.currency, round(sum(s.amount * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
+                                                   WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count))::bigint AS mrr
+         FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active'
+         GROUP BY s.currency) m) AS mrr
+    FROM stale)
+  UPDATE checkout.products p
+  SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
+      metrics_mrr = f.mrr, metrics_last_calculated_at = now()
+  FROM figures f WHERE p.id = f.id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  RETURN v_count;
+END $$;
+
+-- Runs every job once; a job that fails is recorded (and its work rolled back) and the others run.
+CREATE FUNCTION checkout.run_maintenance() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_job text;
+  v_result jsonb;
+  v_summary jsonb := '{}';
+BEGIN
+  FOREACH v_job IN ARRAY ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                                'expire_reconciliation_leases', 'refresh_product_metrics'] LOOP
+    BEGIN
+      EXECUTE format('SELECT to_jsonb(checkout.%I())', v_job) INTO v_result;
+      INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_result) VALUES (v_job, now(), v_result)
+      ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_result = EXCLUDED.last_result;
+    EXCEPTION WHEN OTHERS THEN
+      v_result := jsonb_build_object('error', SQLERRM, 'sqlstate', SQLSTATE);
+      INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_error, last_error_at) VALUES (v_job, now(), SQLERRM, now())
+      ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_error = EXCLUDED.last_error,
+                                      last_error_at = EXCLUDED.last_error_at;
+    END;
+    v_summary := v_summary || jsonb_build_object(v_job, v_result);
+  END LOOP;
+  RETURN v_summary;
+END $$;
+
+-- Per job: last run, last result, last error, and the next run when the background worker runs here.
+CREATE FUNCTION checkout.maintenance_status()
+RETURNS TABLE (job text, last_run_at timestamptz, last_result jsonb, last_error text, last_error_at timestamptz,
+               next_run_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT j.job, r.last_run_at, r.last_result, r.last_error, r.last_error_at,
+         CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_type = 'checkout maintenance' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+              THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval', 60))
+         END
+  FROM unnest(ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                    'expire_reconciliation_leases', 'refresh_product_metrics']) AS j(job)
+  LEFT JOIN checkout.maintenance_runs r ON r.job = j.job
+$$;
+
+-- pg_cron, for servers that do not preload checkout: one job running run_maintenance().
+CREATE FUNCTION checkout.schedule_with_pg_cron(p_schedule text DEFAULT '* * * * *') RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    RAISE EXCEPTION 'pg_cron is not installed in this database'
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'CREATE EXTENSION pg_cron (it must be in shared_preload_libraries), or preload checkout to use its own worker.';
+  END IF;
+  RETURN cron.schedule('checkout-maintenance', p_schedule, 'SELECT checkout.run_maintenance()');
+END $$;
+
+CREATE FUNCTION checkout.unschedule_pg_cron() RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    RETURN false;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = 'checkout-maintenance') THEN
+    RETURN false;
+  END IF;
+  RETURN cron.unschedule('checkout-maintenance');
+END $$;
+
+REVOKE ALL ON FUNCTION checkout.expire_checkout_sessions(integer), checkout.cleanup_expired_idempotency_keys(integer),
+  checkout.enqueue_reconciliation(text, text, jsonb, integer, uuid), checkout.claim_reconciliation(integer, text),
+  checkout.complete_reconciliation(uuid), checkout.fail_reconciliation(uuid, text),
+  checkout.expire_reconciliation_leases(integer), checkout.refresh_product_metrics(integer),
+  checkout.run_maintenance(), checkout.maintenance_status(), checkout.schedule_with_pg_cron(text),
+  checkout.unschedule_pg_cron() FROM PUBLIC;
