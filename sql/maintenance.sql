@@ -68,19 +68,48 @@ END $$;
 -- (type, reference_id): enqueueing it again merges details and keeps the more urgent priority.
 CREATE FUNCTION checkout.enqueue_reconciliation(p_type text, p_reference_id text, p_details jsonb DEFAULT '{}',
   p_priority integer DEFAULT 5, p_organization_id uuid DEFAULT NULL) RETURNS uuid
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_id uuid;
+BEGIN
+  IF p_type IS NULL OR p_reference_id IS NULL THEN
+    RAISE EXCEPTION 'argument % must not be NULL', CASE WHEN p_type IS NULL THEN 'p_type' ELSE 'p_reference_id' END
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF length(p_type) NOT BETWEEN 1 AND 100 OR length(p_reference_id) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION 'p_type must be 1 to 100 characters and p_reference_id 1 to 255'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('lengths: %s, %s', length(p_type), length(p_reference_id));
+  END IF;
+  IF p_priority IS NULL OR p_priority NOT BETWEEN 1 AND 10 THEN
+    RAISE EXCEPTION 'p_priority must be 1 (most urgent) to 10' USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('priority: %s', p_priority);
+  END IF;
+  IF p_details IS NOT NULL AND jsonb_typeof(p_details) <> 'object' THEN
+    RAISE EXCEPTION 'p_details must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
+    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
+      DETAIL = format('organization_id: %s', p_organization_id);
+  END IF;
   INSERT INTO checkout.reconciliation_queue AS q (organization_id, type, reference_id, details, priority)
   VALUES (p_organization_id, p_type, p_reference_id, coalesce(p_details, '{}'), p_priority)
   ON CONFLICT (type, reference_id) WHERE status IN ('pending', 'processing', 'failed') DO UPDATE
   SET details = q.details || EXCLUDED.details, priority = least(q.priority, EXCLUDED.priority), updated_at = now()
-  RETURNING q.id
-$$;
+  RETURNING q.id INTO v_id;
+  RETURN v_id;
+END $$;
 
 -- Hands out up to p_batch due items, most urgent first: pending (and due), failed whose retry time
 -- has come, or processing whose lease ran out (its worker died). They become processing, leased to
 -- p_worker for checkout.reconciliation_lease (default 5 min). Concurrent claimers never get the same item.
 CREATE FUNCTION checkout.claim_reconciliation(p_batch integer, p_worker text) RETURNS SETOF checkout.reconciliation_queue
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 OR p_worker IS NULL OR p_worker = '' THEN
+    RAISE EXCEPTION 'p_batch must be >= 0 and p_worker a non-empty name'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('p_batch: %s, p_worker: %s', p_batch, p_worker);
+  END IF;
+  RETURN QUERY
   WITH due AS (
     SELECT id FROM checkout.reconciliation_queue
     WHERE (status = 'pending' AND (next_retry_at IS NULL OR next_retry_at <= now()))
@@ -93,8 +122,8 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       locked_until = now() + make_interval(secs => checkout.setting_seconds('checkout.reconciliation_lease', 300)),
       updated_at = now()
   FROM due WHERE q.id = due.id
-  RETURNING q.*
-$$;
+  RETURNING q.*;
+END $$;
 
 CREATE FUNCTION checkout.complete_reconciliation(p_id uuid) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

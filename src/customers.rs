@@ -29,9 +29,11 @@ SET email = $2, name = COALESCE($3, name), stripe_customer_id = COALESCE($4, str
 WHERE id = $1";
 
 /// Insert, or merge into the customer holding the email. `xmax = 0` only on a fresh insert.
+/// Nothing is inserted for an unknown organization (P0002, like every missing tenant row).
 const UPSERT_SQL: &str = "
 INSERT INTO checkout.customers AS c (organization_id, email, external_id, name, stripe_customer_id, metadata)
-VALUES ($1, $2, $3, $4, $5, $6)
+SELECT $1, $2, $3, $4, $5, $6
+WHERE EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = $1)
 ON CONFLICT (organization_id, pg_catalog.lower(email)) WHERE deleted_at IS NULL DO UPDATE
 SET external_id = COALESCE(EXCLUDED.external_id, c.external_id), name = COALESCE(EXCLUDED.name, c.name),
     stripe_customer_id = COALESCE(EXCLUDED.stripe_customer_id, c.stripe_customer_id),
@@ -122,7 +124,12 @@ fn upsert_customer_atomic(
             ],
         ));
         let Some(row) = first_row(row) else {
-            raise(Kind::Internal, "upsert returned no row", None, None)
+            raise(
+                Kind::NotFound,
+                "organization not found",
+                Some(format!("organization_id: {organization}")),
+                None,
+            )
         };
         let id: Uuid = required(ok(row.get(1)), "customers.id");
         let created: bool = ok(row.get(2)).unwrap_or(false);
@@ -207,6 +214,6 @@ mod tests {
             sqlstate_of("SELECT checkout.upsert_customer_atomic(NULL, 'a@example.com')"),
             "22004"
         );
-        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000009', 'a@example.com')"), "23503", "unknown organization");
+        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000009', 'a@example.com')"), "P0002", "unknown organization");
     }
 }

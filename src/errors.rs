@@ -9,8 +9,8 @@ pub enum Kind {
     InvalidParameter,
     /// 22004 null_value_not_allowed: a required argument is NULL.
     NullArgument,
-    /// P0002 no_data_found: a referenced customer, product or feature does not exist in the
-    /// organization (or is deleted). Another tenant's row is reported exactly like a missing one.
+    /// P0002 no_data_found: the organization, or a referenced customer, product or feature in it,
+    /// does not exist (or is deleted). Another tenant's row is reported exactly like a missing one.
     NotFound,
     /// 55000 object_not_in_prerequisite_state: an idempotency key was already used for another
     /// operation or with different parameters (Stripe's rule). Nothing was written.

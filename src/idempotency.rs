@@ -16,10 +16,12 @@ const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
 const JSONB: PgOid = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
 
+/// Inserts nothing for an unknown organization (reported as P0002, like every missing tenant row).
 const CLAIM_SQL: &str = "
 INSERT INTO checkout.idempotency_keys (organization_id, key, operation, request_hash, status, expires_at)
-VALUES ($1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4, 'UTF8')), 'hex'), 'processing',
-        pg_catalog.now() + pg_catalog.make_interval(secs => $5))
+SELECT $1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4, 'UTF8')), 'hex'), 'processing',
+       pg_catalog.now() + pg_catalog.make_interval(secs => $5)
+WHERE EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = $1)
 ON CONFLICT (organization_id, key) DO NOTHING
 RETURNING id";
 
@@ -117,12 +119,13 @@ pub fn claim(
     // registered or expired key is re-claimed below, and only one caller may do that.
     let plan = kept(client, EXISTING_SQL, &[UUID, TEXT, TEXT, INT4], true);
     let Some(row) = first_row(ok(client.update(plan, Some(1), &args()))) else {
-        // Deleted between the two statements (cleanup): a retry will insert it afresh.
+        // No key and nothing inserted: the organization does not exist. (A key deleted by cleanup
+        // between the two statements lands here too; a retry inserts it afresh.)
         raise(
-            Kind::Internal,
-            "idempotency key vanished while being claimed",
+            Kind::NotFound,
+            "organization not found",
             Some(format!("organization_id: {organization}, key: {key}")),
-            Some("Retry the call."),
+            None,
         );
     };
     let state = KeyState::read(&row);

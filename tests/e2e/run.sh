@@ -7,13 +7,17 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../scripts/env.sh"
 v=$1; shift
 export E2E_VERSION=$v E2E_BIN; E2E_BIN=$(pg_bindir "$v")
-export E2E_PORT=$((55400 + v)) E2E_DATA="$PGDATA_BASE/e2e-$v"
+export E2E_PORT=$((55400 + v)) E2E_DATA="$PGDATA_BASE/e2e-$v" E2E_LOG="$PGDATA_BASE/e2e-$v/server.log"
 stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"
-extra=()
-# pg_cron (Debian's postgresql-15-cron) for the scheduling test on PostgreSQL 15.
+# checkout preloaded: its maintenance worker runs in database e2e_worker (t_worker). On PostgreSQL 15
+# also pg_cron (Debian's postgresql-15-cron) for the scheduling test.
+preload=checkout
+extra=("checkout.maintenance_databases = 'e2e_worker'" "checkout.maintenance_interval = '1s'")
 if [ "$v" = 15 ] && [ -f /usr/lib/postgresql/15/lib/pg_cron.so ]; then
-  extra=("shared_preload_libraries = 'pg_cron'" "cron.database_name = 'e2e_cron'" "cron.use_background_workers = on")
+  preload=checkout,pg_cron
+  extra+=("cron.database_name = 'e2e_cron'" "cron.use_background_workers = on")
 fi
+extra+=("shared_preload_libraries = '$preload'")
 start_cluster "$v" "$E2E_DATA" "$E2E_PORT" "max_connections = 100" "fsync = off" "${extra[@]}"
 tests=("$@"); [ ${#tests[@]} -gt 0 ] || tests=($(cd "$here" && ls t_*.sh))
 passed=0; failed=0

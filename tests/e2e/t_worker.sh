@@ -1,0 +1,35 @@
+# The maintenance worker on a server that preloads checkout (run.sh): it waits while the extension
+# is missing, runs the jobs every checkout.maintenance_interval, rereads the interval on reload,
+# and stops cleanly on SIGTERM.
+source "$(dirname "$0")/lib.sh"
+fresh_db e2e_worker
+last_runs() { psql_db e2e_worker -c "SELECT count(*) FROM checkout.maintenance_runs" 2>/dev/null || echo 0; }
+psql_db e2e_worker -c "CREATE EXTENSION checkout"
+for i in $(seq 1 60); do [ "$(last_runs)" = 4 ] && break; sleep 0.5; done
+assert_eq 4 "$(last_runs)" "jobs run by the worker (within 30 s; it restarts 10 s after failing on a missing database)"
+pid=$(psql_db e2e_worker -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkout maintenance' AND datname = 'e2e_worker'")
+[ -n "$pid" ] || fail "no worker in pg_stat_activity"
+# A 1 s interval: two runs within 4 s. Then 3 s after a reload.
+gap() {
+  local a b
+  a=$(psql_db e2e_worker -c "SELECT max(last_run_at) FROM checkout.maintenance_runs")
+  for i in $(seq 1 80); do
+    b=$(psql_db e2e_worker -c "SELECT max(last_run_at) FROM checkout.maintenance_runs")
+    [ "$a" != "$b" ] && break; sleep 0.1
+  done
+  a=$b
+  for i in $(seq 1 80); do
+    b=$(psql_db e2e_worker -c "SELECT max(last_run_at) FROM checkout.maintenance_runs")
+    [ "$a" != "$b" ] && break; sleep 0.1
+  done
+  psql_db e2e_worker -c "SELECT extract(epoch FROM '$b'::timestamptz - '$a'::timestamptz)"
+}
+g=$(gap); awk -v g="$g" 'BEGIN { exit !(g > 0.5 && g < 2.5) }' || fail "interval 1 s: runs $g s apart"
+psql_db e2e_worker -c "ALTER SYSTEM SET checkout.maintenance_interval = '3s'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1.5
+g=$(gap); awk -v g="$g" 'BEGIN { exit !(g > 2.5 && g < 5) }' || fail "after reload to 3 s: runs $g s apart"
+psql_db e2e_worker -c "ALTER SYSTEM RESET checkout.maintenance_interval" -c "SELECT pg_reload_conf()" >/dev/null
+# SIGTERM: the worker logs its stop and exits 0 (not restarted).
+psql_db e2e_worker -c "SELECT pg_terminate_backend($pid)" >/dev/null
+for i in $(seq 1 50); do grep -q "checkout maintenance worker for database e2e_worker stopped" "$E2E_LOG" && break; sleep 0.1; done
+grep -q "checkout maintenance worker for database e2e_worker stopped" "$E2E_LOG" || fail "no clean stop in the log"
