@@ -130,6 +130,7 @@ AS $verify$
     ('function', 'checkout.maintenance_status()', NULL),
     ('function', 'checkout.schedule_with_pg_cron(text)', NULL),
     ('function', 'checkout.unschedule_pg_cron()', NULL),
+    ('function', 'checkout.check_invariants()', NULL),
     ('table', 'maintenance_runs', NULL)
   ), found AS (
     SELECT e.kind, e.name,

@@ -1,7 +1,13 @@
-//! The tables, constraints and indexes (sql/schema.sql), and `checkout.verify()` (sql/verify.sql).
+//! The tables, constraints and indexes (sql/schema.sql), `checkout.verify()` (sql/verify.sql) and
+//! `checkout.check_invariants()` (sql/invariants.sql).
 use pgrx::prelude::*;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../sql/invariants.sql",
+    name = "invariants",
+    requires = ["schema"]
+);
 extension_sql_file!("../sql/verify.sql", name = "verify", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -223,5 +229,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(usage, Some(false));
+    }
+
+    #[pg_test]
+    fn invariants_hold_after_function_writes_and_catch_breakage() {
+        Spi::run(
+            "INSERT INTO checkout.organizations (id, name) VALUES ('a0000000-0000-0000-0000-000000000001', 'A');
+             INSERT INTO checkout.products (id, organization_id, name) VALUES ('b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', 'Pro');",
+        )
+        .unwrap();
+        let customer = Spi::get_one::<String>("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'x@example.com')->>'customer_id'").unwrap().unwrap();
+        Spi::run(&format!(
+            "SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, '{customer}', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', 'key')"
+        ))
+        .unwrap();
+        assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
+        Spi::run("UPDATE checkout.customers SET subscription_count = 5").unwrap();
+        Spi::run("DELETE FROM checkout.trial_history").unwrap();
+        Spi::run("UPDATE checkout.idempotency_keys SET status = 'processing'").unwrap();
+        let found = Spi::get_one::<String>("SELECT string_agg(invariant, ', ' ORDER BY invariant) FROM checkout.check_invariants()").unwrap();
+        assert_eq!(
+            found.as_deref(),
+            Some("customer counters differ from a recount, idempotency key stuck in processing, trialing subscription without trial_history")
+        );
     }
 }

@@ -13,8 +13,10 @@ stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"
 # also pg_cron (Debian's postgresql-15-cron) for the scheduling test.
 preload=checkout
 extra=("checkout.maintenance_databases = 'e2e_worker'" "checkout.maintenance_interval = '1s'")
+# pg_stat_statements where the build has it (Debian 15, the PostgreSQL 18 wheel), for t_monitoring.
+[ -f "$("$E2E_BIN/pg_config" --pkglibdir)/pg_stat_statements.so" ] && preload+=,pg_stat_statements
 if [ "$v" = 15 ] && [ -f /usr/lib/postgresql/15/lib/pg_cron.so ]; then
-  preload=checkout,pg_cron
+  preload+=,pg_cron
   extra+=("cron.database_name = 'e2e_cron'" "cron.use_background_workers = on")
 fi
 extra+=("shared_preload_libraries = '$preload'")

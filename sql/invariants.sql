@@ -1,0 +1,55 @@
+-- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
+-- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
+-- fuzz and stress runs.
+CREATE FUNCTION checkout.check_invariants()
+RETURNS TABLE (invariant text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  -- every subscription has its 'created' audit row
+  SELECT 'subscription without its created audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
+  UNION ALL
+  -- a trialing subscription has its trial recorded
+  SELECT 'trialing subscription without trial_history', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status = 'trialing'
+    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
+  UNION ALL
+  -- at most one active or trialing subscription per (organization, customer, product)
+  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
+  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
+  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
+  UNION ALL
+  -- grants belong to the subscription's customer and organization
+  SELECT 'grant of another customer''s subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.customer_id <> g.customer_id
+  UNION ALL
+  -- the customer counters equal a recount
+  SELECT 'customer counters differ from a recount',
+         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
+                c.has_active_subscription, r.active)
+  FROM checkout.customers c
+  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
+                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
+  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
+  UNION ALL
+  -- no idempotency key left half-done: checkout never commits one in 'processing'
+  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
+  UNION ALL
+  -- a completed key that answered with a subscription points at one that exists
+  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k
+  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
+    AND (k.response->>'success')::boolean
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
+  UNION ALL
+  -- every customer has its current email recorded as a variant
+  SELECT 'customer email not recorded in customer_email_variants', c.id::text
+  FROM checkout.customers c
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
+                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
+$$;
+REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, counters, idempotency keys, email variants): one row per violation.';

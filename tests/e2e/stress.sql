@@ -1,0 +1,50 @@
+-- The stress procedure: one client's loop for :seconds, every iteration its own transaction,
+-- mixing every write function over a hot set (3 customers x 2 products, 10 emails) with
+-- idempotent retries. SQLSTATEs are counted per operation into stress_results.
+CREATE TABLE IF NOT EXISTS stress_results (client int, op text, state text, n int);
+CREATE OR REPLACE PROCEDURE stress(p_client int, p_seconds float) LANGUAGE plpgsql AS $$
+DECLARE
+  v_end timestamptz := clock_timestamp() + make_interval(secs => p_seconds);
+  v_counts jsonb := '{}';
+  v_op text;
+  v_state text;
+  v_c int; v_p int; v_id uuid;
+BEGIN
+  WHILE clock_timestamp() < v_end LOOP
+    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue'])[1 + floor(random() * 5)::int];
+    v_c := 1 + floor(random() * 3)::int;
+    v_p := 1 + floor(random() * 2)::int;
+    BEGIN
+      CASE v_op
+      WHEN 'create', 'create_keyed' THEN
+        PERFORM checkout.create_subscription_atomic(
+          jsonb_build_object('status', CASE WHEN v_p = 1 THEN 'trialing' ELSE 'active' END, 'amount', 100, 'currency', 'usd',
+            'interval', 'month', 'current_period_start', '2026-01-01', 'current_period_end', '2026-02-01')
+            || CASE WHEN v_p = 1 THEN '{"trial_end": "2026-01-15"}'::jsonb ELSE '{}' END,
+          ARRAY['{"feature_id": "f0000000-0000-0000-0000-000000000001"}'::jsonb],
+          ('c0000000-0000-0000-0000-' || lpad(v_c::text, 12, '0'))::uuid, ('b0000000-0000-0000-0000-' || lpad(v_p::text, 12, '0'))::uuid,
+          'a0000000-0000-0000-0000-000000000001', CASE WHEN v_op = 'create_keyed' THEN 'stress-' || v_c || '-' || v_p END);
+      WHEN 'upsert' THEN
+        PERFORM checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001',
+          'Hot' || floor(random() * 10) || '@Example.com', NULL, 'client ' || p_client, NULL, jsonb_build_object('c', p_client));
+      WHEN 'trial' THEN
+        PERFORM checkout.check_trial_eligibility(('c0000000-0000-0000-0000-' || lpad(v_c::text, 12, '0'))::uuid,
+          ('b0000000-0000-0000-0000-' || lpad(v_p::text, 12, '0'))::uuid, NULL);
+      WHEN 'queue' THEN
+        PERFORM checkout.enqueue_reconciliation('stress', 'ref-' || floor(random() * 5), jsonb_build_object('c', p_client));
+        FOR v_id IN SELECT id FROM checkout.claim_reconciliation(2, 'client-' || p_client) LOOP
+          IF random() < 0.5 THEN PERFORM checkout.complete_reconciliation(v_id);
+          ELSE PERFORM checkout.fail_reconciliation(v_id, 'stress'); END IF;
+        END LOOP;
+      END CASE;
+      v_state := '00000';
+    EXCEPTION WHEN OTHERS THEN
+      v_state := SQLSTATE;
+    END;
+    v_counts := jsonb_set(v_counts, ARRAY[v_op || ' ' || v_state],
+                          to_jsonb(coalesce((v_counts->>(v_op || ' ' || v_state))::int, 0) + 1));
+    COMMIT;
+  END LOOP;
+  INSERT INTO stress_results SELECT p_client, split_part(key, ' ', 1), split_part(key, ' ', 2), value::int FROM jsonb_each_text(v_counts);
+  COMMIT;
+END $$;

@@ -1,0 +1,36 @@
+# A bounded stress run: 16 clients for STRESS_SECONDS (default 10) on loopback, every write
+# function over a hot set, plus idempotent retries. Only success may come back (the conflict
+# answers are JSON, not errors); no deadlock; check_invariants() empty. STRESS_REPORT: where the
+# report goes (scripts/stress prints it).
+source "$(dirname "$0")/lib.sh"
+seconds=${STRESS_SECONDS:-10} clients=${STRESS_CLIENTS:-16} report=${STRESS_REPORT:-/dev/stdout}
+fresh_db e2e_stress
+psql_db e2e_stress -c "CREATE EXTENSION checkout" -f "$(dirname "$0")/stress.sql" >/dev/null
+psql_db e2e_stress >/dev/null <<'SQL'
+INSERT INTO checkout.organizations (id, name) VALUES ('a0000000-0000-0000-0000-000000000001', 'A');
+INSERT INTO checkout.products (id, organization_id, name)
+  SELECT ('b0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'a0000000-0000-0000-0000-000000000001', 'p' || g FROM generate_series(1, 2) g;
+INSERT INTO checkout.features (id, organization_id, key) VALUES ('f0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001', 'sso');
+INSERT INTO checkout.customers (id, organization_id, email)
+  SELECT ('c0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'a0000000-0000-0000-0000-000000000001', 'c' || g || '@example.com' FROM generate_series(1, 3) g;
+SQL
+deadlocks() { psql_db e2e_stress -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_stress'"; }
+d0=$(deadlocks)
+for c in $(seq 1 "$clients"); do
+  psql_db e2e_stress -c "CALL stress($c, $seconds)" &
+done
+wait
+d1=$(deadlocks)
+{
+  echo "stress: $clients clients, $seconds s, PostgreSQL $E2E_VERSION"
+  psql_db e2e_stress -c "SELECT op || ' ' || state || ' ' || sum(n) FROM stress_results GROUP BY op, state ORDER BY op, state"
+  echo "total operations: $(psql_db e2e_stress -c "SELECT sum(n) FROM stress_results")"
+  echo "deadlocks: $((d1 - d0))"
+  echo "check_invariants() violations: $(psql_db e2e_stress -c "SELECT count(*) FROM checkout.check_invariants()")"
+} > "$report"
+bad=$(psql_db e2e_stress -c "SELECT op || ' ' || state || ' ' || sum(n) FROM stress_results WHERE state <> '00000' GROUP BY op, state")
+[ -z "$bad" ] || fail "errors under stress: $bad"
+assert_eq "$clients" "$(psql_db e2e_stress -c "SELECT count(DISTINCT client) FROM stress_results")" "clients that finished"
+assert_eq 0 "$((d1 - d0))" "deadlocks"
+violations=$(psql_db e2e_stress -c "SELECT invariant || ': ' || detail FROM checkout.check_invariants()")
+[ -z "$violations" ] || fail "invariants: $violations"
