@@ -2,7 +2,7 @@
 //! by external_id first, race-free through `INSERT ... ON CONFLICT` on the unique index.
 use crate::email::canonical;
 use crate::errors::{raise, required, Kind};
-use crate::plans::{first_row, kept, ok};
+use crate::plans::{first_row, kept, not_null, ok};
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
@@ -81,7 +81,7 @@ fn upsert_customer_atomic(
                 &[organization.into(), external_id.into(), email.into()],
             ));
             if let Some(found) = first_row(found) {
-                let id: Uuid = required(ok(found.get(1)), "customers.id");
+                let id: Uuid = not_null(found.get(1), "customers.id");
                 if let Some(other) = ok(found.get::<Uuid>(2)) {
                     raise(
                         Kind::Conflict,
@@ -131,7 +131,7 @@ fn upsert_customer_atomic(
                 None,
             )
         };
-        let id: Uuid = required(ok(row.get(1)), "customers.id");
+        let id: Uuid = not_null(row.get(1), "customers.id");
         let created: bool = ok(row.get(2)).unwrap_or(false);
         JsonB(json!({"customer_id": id.to_string(), "created": created}))
     })
@@ -146,7 +146,7 @@ extension_sql!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::{fixture, sqlstate_of};
+    use crate::test_support::{fixture, sqlstate_of, text};
     use pgrx::prelude::*;
     use serde_json::Value;
 
@@ -155,11 +155,6 @@ mod tests {
             .expect("query failed")
             .expect("NULL")
             .0
-    }
-    fn text(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .expect("query failed")
-            .expect("NULL")
     }
 
     #[pg_test]

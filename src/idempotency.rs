@@ -6,7 +6,7 @@
 //! rolled back). A key is bound to one operation and one hash of the canonical request.
 use crate::errors::{raise, Kind};
 use crate::gucs::IDEMPOTENCY_KEY_TTL;
-use crate::plans::{first_row, kept, ok};
+use crate::plans::{first_row, kept, not_null, ok};
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
@@ -25,25 +25,22 @@ WHERE EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = $1)
 ON CONFLICT (organization_id, key) DO NOTHING
 RETURNING id";
 
-/// The key's state. Read first without a lock: a replay (the common retry) then writes nothing,
-/// so its commit needs no WAL flush.
-const LOOKUP_SQL: &str = "
+/// The key's state (KeyState::read). Read first without a lock: a replay (the common retry) then
+/// writes nothing, so its commit needs no WAL flush.
+macro_rules! key_state_sql {
+    () => {
+        "
 SELECT id, status, operation,
        request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
        response,
        created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $4)
 FROM checkout.idempotency_keys
-WHERE organization_id = $1 AND key = $2";
-
+WHERE organization_id = $1 AND key = $2"
+    };
+}
+const LOOKUP_SQL: &str = key_state_sql!();
 /// The same, locked: taken only when the key must be re-claimed.
-const EXISTING_SQL: &str = "
-SELECT id, status, operation,
-       request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
-       response,
-       created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $4)
-FROM checkout.idempotency_keys
-WHERE organization_id = $1 AND key = $2
-FOR UPDATE";
+const EXISTING_SQL: &str = concat!(key_state_sql!(), "\nFOR UPDATE");
 
 const RECLAIM_SQL: &str = "
 UPDATE checkout.idempotency_keys
@@ -182,7 +179,7 @@ struct KeyState {
 impl KeyState {
     fn read(row: &pgrx::spi::SpiTupleTable<'_>) -> Self {
         KeyState {
-            id: crate::errors::required(ok(row.get(1)), "idempotency_keys.id"),
+            id: not_null(row.get(1), "idempotency_keys.id"),
             status: ok(row.get(2)).unwrap_or_default(),
             operation: ok(row.get(3)),
             same_request: ok(row.get(4)),

@@ -84,21 +84,9 @@ fn run_once(database: &str) {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::{fixture, sqlstate_of};
+    use crate::test_support::{fixture, json, sqlstate_of, text};
     use pgrx::prelude::*;
-    use serde_json::{json, Value};
-
-    fn json(sql: &str) -> Value {
-        Spi::get_one::<pgrx::JsonB>(sql)
-            .expect("query failed")
-            .expect("NULL")
-            .0
-    }
-    fn text(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .expect("query failed")
-            .expect("NULL")
-    }
+    use serde_json::json;
 
     #[pg_test]
     fn sessions_expire_then_go() {

@@ -55,3 +55,16 @@ pub fn first_row(table: SpiTupleTable<'_>) -> Option<SpiTupleTable<'_>> {
         Some(table.first())
     }
 }
+
+/// A column that cannot be NULL (a NOT NULL column, a key): NULL would be a bug, reported as such.
+pub fn not_null<T>(value: SpiResult<Option<T>>, column: &str) -> T {
+    match ok(value) {
+        Some(v) => v,
+        None => crate::errors::raise(
+            crate::errors::Kind::Internal,
+            format!("checkout: unexpected NULL in {column}"),
+            None,
+            None,
+        ),
+    }
+}

@@ -13,16 +13,10 @@ extension_sql_file!("../sql/verify.sql", name = "verify", finalize);
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::{fixture, sqlstate_of};
+    use crate::test_support::{count, fixture, sqlstate_of};
     use pgrx::prelude::*;
 
     const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
-
-    fn count(sql: &str) -> i64 {
-        Spi::get_one::<i64>(sql)
-            .expect("query failed")
-            .expect("NULL count")
-    }
 
     #[pg_test]
     fn one_active_or_trialing_subscription_per_customer_and_product() {

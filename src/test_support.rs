@@ -18,3 +18,22 @@ pub fn sqlstate_of(sql: &str) -> String {
 pub fn fixture() {
     Spi::run("SELECT checkout_test.fixture()").expect("fixture failed");
 }
+
+/// The one non-NULL value a query returns.
+pub fn value<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> T {
+    Spi::get_one::<T>(sql)
+        .expect("query failed")
+        .expect("NULL result")
+}
+
+pub fn text(sql: &str) -> String {
+    value(sql)
+}
+
+pub fn count(sql: &str) -> i64 {
+    value(sql)
+}
+
+pub fn json(sql: &str) -> serde_json::Value {
+    value::<pgrx::JsonB>(sql).0
+}

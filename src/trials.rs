@@ -2,7 +2,7 @@
 //! second trial through a variant of an address that already had one.
 use crate::email::{canonical, rules};
 use crate::errors::{raise, required, Kind};
-use crate::plans::{first_row, kept, ok};
+use crate::plans::{first_row, kept, not_null, ok};
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
@@ -68,7 +68,7 @@ pub fn eligibility(
             Some("The customer does not exist or is deleted."),
         );
     };
-    let own_email: String = required(ok(row.get(1)), "customers.email");
+    let own_email: String = not_null(row.get(1), "customers.email");
     if !ok(row.get::<bool>(2)).unwrap_or(false) {
         let organization: Option<Uuid> = ok(row.get(6));
         raise(

@@ -309,24 +309,13 @@ extension_sql!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::{fixture, sqlstate_of};
+    use crate::test_support::{fixture, json, sqlstate_of, text};
     use pgrx::prelude::*;
     use serde_json::Value;
 
     // Customer a2 of org A has no subscription; product a1 of org A; features a1, a2 of org A.
     const CALL: &str = "checkout.create_subscription_atomic(checkout_test.sub(), ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\"}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'";
 
-    fn json(sql: &str) -> Value {
-        Spi::get_one::<pgrx::JsonB>(sql)
-            .expect("query failed")
-            .expect("NULL")
-            .0
-    }
-    fn text(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .expect("query failed")
-            .expect("NULL")
-    }
     fn counts() -> String {
         text("SELECT checkout_test.row_counts()")
     }

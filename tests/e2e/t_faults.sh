@@ -4,14 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 fresh_db e2e_faults
 psql_db e2e_faults -c "CREATE EXTENSION checkout" >/dev/null
-psql_db e2e_faults >/dev/null <<'SQL'
-INSERT INTO checkout.organizations (id, name) VALUES ('a0000000-0000-0000-0000-000000000001', 'A');
-INSERT INTO checkout.products (id, organization_id, name)
-  SELECT ('b0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'a0000000-0000-0000-0000-000000000001', 'p' || g FROM generate_series(1, 10) g;
-INSERT INTO checkout.features (id, organization_id, key) VALUES ('f0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001', 'sso');
-INSERT INTO checkout.customers (id, organization_id, email)
-  SELECT ('c0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'a0000000-0000-0000-0000-000000000001', 'c' || g || '@example.com' FROM generate_series(1, 50) g;
-SQL
+psql_db e2e_faults -v products=10 -v customers=50 -f "$(dirname "$0")/hot_set.sql" >/dev/null
 C1=c0000000-0000-0000-0000-000000000001
 CALL="SELECT checkout.create_subscription_atomic('{\"status\": \"active\", \"amount\": 100, \"currency\": \"usd\", \"interval\": \"month\", \"current_period_start\": \"2026-01-01\", \"current_period_end\": \"2026-02-01\"}', ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-000000000001\"}'::jsonb], '$C1', 'b0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001', 'fault-key')"
 counts() { psql_db e2e_faults -c "SELECT (SELECT count(*) FROM checkout.subscriptions) || '/' || (SELECT count(*) FROM checkout.subscription_changes) || '/' || (SELECT count(*) FROM checkout.feature_grants) || '/' || (SELECT count(*) FROM checkout.idempotency_keys)"; }

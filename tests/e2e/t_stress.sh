@@ -6,14 +6,7 @@ source "$(dirname "$0")/lib.sh"
 seconds=${STRESS_SECONDS:-10} clients=${STRESS_CLIENTS:-16} report=${STRESS_REPORT:-/dev/stdout}
 fresh_db e2e_stress
 psql_db e2e_stress -c "CREATE EXTENSION checkout" -f "$(dirname "$0")/stress.sql" >/dev/null
-psql_db e2e_stress >/dev/null <<'SQL'
-INSERT INTO checkout.organizations (id, name) VALUES ('a0000000-0000-0000-0000-000000000001', 'A');
-INSERT INTO checkout.products (id, organization_id, name)
-  SELECT ('b0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'a0000000-0000-0000-0000-000000000001', 'p' || g FROM generate_series(1, 2) g;
-INSERT INTO checkout.features (id, organization_id, key) VALUES ('f0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001', 'sso');
-INSERT INTO checkout.customers (id, organization_id, email)
-  SELECT ('c0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'a0000000-0000-0000-0000-000000000001', 'c' || g || '@example.com' FROM generate_series(1, 3) g;
-SQL
+psql_db e2e_stress -v products=2 -v customers=3 -f "$(dirname "$0")/hot_set.sql" >/dev/null
 deadlocks() { psql_db e2e_stress -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_stress'"; }
 d0=$(deadlocks)
 for c in $(seq 1 "$clients"); do
