@@ -29,6 +29,20 @@ psql_db e2e_worker -c "ALTER SYSTEM SET checkout.maintenance_interval = '3s'" -c
 sleep 1.5
 g=$(gap); awk -v g="$g" 'BEGIN { exit !(g > 2.5 && g < 5) }' || fail "after reload to 3 s: runs $g s apart"
 psql_db e2e_worker -c "ALTER SYSTEM RESET checkout.maintenance_interval" -c "SELECT pg_reload_conf()" >/dev/null
+# A standby (streaming replica of this server, with the same settings) runs no worker: workers start
+# only when recovery has finished.
+standby="$E2E_DATA-standby"; sport=$((E2E_PORT + 100))
+rm -rf "$standby"
+sudo -u postgres "$E2E_BIN/pg_basebackup" -h 127.0.0.1 -p "$E2E_PORT" -U postgres -D "$standby" -R -X stream
+printf "port = %s\nunix_socket_directories = '%s'\n" "$sport" "$standby" | sudo -u postgres tee -a "$standby/postgresql.conf" >/dev/null
+sudo -u postgres env -u RUST_BACKTRACE "$E2E_BIN/pg_ctl" -D "$standby" -l "$standby/server.log" -w start >/dev/null
+sq() { "$E2E_BIN/psql" -X -q -At -h 127.0.0.1 -p "$sport" -U postgres -d e2e_worker -c "$1"; }
+assert_eq t "$(sq "SELECT pg_is_in_recovery()")" "standby in recovery"
+sleep 3
+assert_eq 0 "$(sq "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'checkout maintenance'")" "workers on the standby"
+assert_eq 4 "$(sq "SELECT count(*) FROM checkout.maintenance_runs")" "the primary's runs replicated"
+sudo -u postgres "$E2E_BIN/pg_ctl" -D "$standby" -m fast -w stop >/dev/null
+rm -rf "$standby"
 # SIGTERM: the worker logs its stop and exits 0 (not restarted).
 psql_db e2e_worker -c "SELECT pg_terminate_backend($pid)" >/dev/null
 for i in $(seq 1 50); do grep -q "checkout maintenance worker for database e2e_worker stopped" "$E2E_LOG" && break; sleep 0.1; done
