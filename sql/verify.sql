@@ -131,6 +131,10 @@ AS $verify$
     ('function', 'checkout.schedule_with_pg_cron(text)', NULL),
     ('function', 'checkout.unschedule_pg_cron()', NULL),
     ('function', 'checkout.check_invariants()', NULL),
+    ('function', 'checkout.record_webhook_event(uuid, text, text, jsonb, timestamp with time zone, text)', NULL),
+    ('function', 'checkout.claim_webhook_events(integer)', NULL),
+    ('function', 'checkout.complete_webhook_event(uuid)', NULL),
+    ('function', 'checkout.fail_webhook_event(uuid, text)', NULL),
     ('table', 'maintenance_runs', NULL)
   ), found AS (
     SELECT e.kind, e.name,

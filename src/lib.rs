@@ -14,6 +14,7 @@ mod plans;
 mod schema;
 mod subscriptions;
 mod trials;
+mod webhooks;
 
 /// Called when the library loads: registers the settings and, when preloaded, the workers.
 #[pgrx::pg_guard]

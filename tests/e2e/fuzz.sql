@@ -78,6 +78,10 @@ BEGIN
       WHEN 'reconciliation' THEN
         PERFORM checkout.enqueue_reconciliation(pg_temp.rtext(), pg_temp.rtext(), pg_temp.rjson(), floor(random() * 14)::int - 2, pg_temp.ruuid());
         PERFORM checkout.fail_reconciliation(id, pg_temp.rtext()) FROM checkout.claim_reconciliation(floor(random() * 3)::int, pg_temp.rtext());
+      WHEN 'webhooks' THEN
+        PERFORM checkout.record_webhook_event(pg_temp.ruuid(), pg_temp.rtext(), pg_temp.rtext(), pg_temp.rjson(),
+          CASE WHEN random() < 0.05 THEN NULL ELSE now() - random() * interval '10 days' END);
+        PERFORM checkout.fail_webhook_event(id, pg_temp.rtext()) FROM checkout.claim_webhook_events(floor(random() * 3)::int);
       END CASE;
       st := '00000';
     EXCEPTION WHEN OTHERS THEN
@@ -89,5 +93,5 @@ END $$;
 
 SELECT checkout_test.fixture();
 SELECT pg_temp.fuzz(fn, :calls) FROM unnest(ARRAY['normalize_email', 'check_trial_eligibility',
-  'upsert_customer_atomic', 'create_subscription_atomic', 'reconciliation']) fn;
+  'upsert_customer_atomic', 'create_subscription_atomic', 'reconciliation', 'webhooks']) fn;
 SELECT fn || ' ' || state || ' ' || n FROM fuzz_states ORDER BY fn, state;

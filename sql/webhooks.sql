@@ -1,0 +1,96 @@
+-- Webhook events (issue 7, first part): each provider event stored exactly once, events of one
+-- object applied in order, and a SKIP LOCKED work queue for the workers that apply them.
+
+-- Stores the event; a redelivery returns {"duplicate": true}. object_id is the provider object the
+-- event is about (Stripe: data.object.id). An event older than one already applied (processed) to
+-- the same object is stored as 'stale' and never handed out.
+CREATE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
+  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_object text;
+  v_id uuid;
+  v_status text;
+BEGIN
+  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
+     OR p_event_created_at IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
+    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
+      DETAIL = format('organization_id: %s', p_organization_id);
+  END IF;
+  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
+  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
+      SELECT 1 FROM checkout.webhook_events e
+      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
+        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
+    THEN 'stale' ELSE 'pending' END;
+  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
+  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
+  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
+  RETURNING id INTO v_id;
+  IF v_id IS NULL THEN
+    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
+    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
+    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
+  END IF;
+  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
+END $$;
+
+-- Hands out up to p_batch events in provider order (event_created_at), oldest first, skipping rows
+-- other workers hold. An event waits while an older event of its object is unfinished, so one
+-- object's events are applied in order; one whose object already has a newer applied event
+-- becomes 'stale' instead. 'deferred' events (a failed attempt) are retried.
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 THEN
+    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
+    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
+                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
+  RETURN QUERY
+  WITH due AS (
+    SELECT e.id FROM checkout.webhook_events e
+    WHERE e.status IN ('pending', 'deferred')
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.status IN ('pending', 'deferred', 'processing') AND o.event_created_at < e.event_created_at)
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE e.id = due.id
+  RETURNING e.*;
+END $$;
+
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH done AS (
+    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+    WHERE id = p_id AND status = 'processing' RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM done)
+$$;
+
+-- A failed attempt: 'deferred' (claimed again later), or 'failed' after
+-- checkout.reconciliation_max_attempts attempts.
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE id = p_id AND status = 'processing'
+  RETURNING status
+$$;
+
+REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
+  checkout.claim_webhook_events(integer), checkout.complete_webhook_event(uuid),
+  checkout.fail_webhook_event(uuid, text) FROM PUBLIC;

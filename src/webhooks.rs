@@ -1,0 +1,120 @@
+//! Webhook events (sql/webhooks.sql): stored once per provider event, applied in order per object,
+//! processed through a SKIP LOCKED queue.
+use pgrx::prelude::*;
+
+extension_sql_file!(
+    "../sql/webhooks.sql",
+    name = "webhooks",
+    requires = ["schema", "maintenance"]
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::test_support::{count, fixture, json, sqlstate_of, text};
+    use pgrx::prelude::*;
+
+    fn record(event: &str, object: &str, at: &str) -> serde_json::Value {
+        json(&format!(
+            "SELECT checkout.record_webhook_event('a0000000-0000-0000-0000-000000000001', '{event}', 'customer.subscription.updated',
+               jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object('id', '{object}'))), '{at}')"
+        ))
+    }
+
+    #[pg_test]
+    fn each_event_is_stored_once() {
+        fixture();
+        let first = record("evt_1", "sub_1", "2026-01-01T00:00:00Z");
+        assert_eq!(
+            (first["duplicate"].as_bool(), first["status"].as_str()),
+            (Some(false), Some("pending"))
+        );
+        let again = record("evt_1", "sub_1", "2026-01-01T00:00:00Z");
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["event_id"], first["event_id"]);
+        assert_eq!(count("SELECT count(*) FROM checkout.webhook_events"), 1);
+        assert_eq!(
+            text("SELECT object_id FROM checkout.webhook_events"),
+            "sub_1"
+        );
+    }
+
+    #[pg_test]
+    fn events_of_one_object_are_applied_in_order_and_old_ones_go_stale() {
+        fixture();
+        // Delivered out of order: evt_b (10:00) before evt_a (09:00), plus another object's event.
+        record("evt_b", "sub_1", "2026-01-01T10:00:00Z");
+        record("evt_a", "sub_1", "2026-01-01T09:00:00Z");
+        record("evt_x", "sub_2", "2026-01-01T09:30:00Z");
+        // One batch: the oldest event of each object; evt_b waits for evt_a.
+        let claimed = text("SELECT string_agg(provider_event_id, ',' ORDER BY provider_event_id) FROM checkout.claim_webhook_events(10)");
+        assert_eq!(claimed, "evt_a,evt_x");
+        assert_eq!(
+            count("SELECT count(*) FROM checkout.claim_webhook_events(10)"),
+            0,
+            "evt_b waits while evt_a is processing"
+        );
+        for id in ["evt_a", "evt_x"] {
+            assert_eq!(text(&format!("SELECT checkout.complete_webhook_event(id)::text FROM checkout.webhook_events WHERE provider_event_id = '{id}'")), "true");
+        }
+        assert_eq!(
+            text(
+                "SELECT string_agg(provider_event_id, ',') FROM checkout.claim_webhook_events(10)"
+            ),
+            "evt_b"
+        );
+        assert_eq!(text("SELECT checkout.complete_webhook_event(id)::text FROM checkout.webhook_events WHERE provider_event_id = 'evt_b'"), "true");
+        // A late redelivery of something older than what was applied: stored, stale, never handed out.
+        let late = record("evt_old", "sub_1", "2026-01-01T08:00:00Z");
+        assert_eq!(late["status"], "stale");
+        assert_eq!(
+            count("SELECT count(*) FROM checkout.claim_webhook_events(10)"),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn failed_attempts_are_retried_then_failed() {
+        fixture();
+        record("evt_f", "sub_9", "2026-01-01T00:00:00Z");
+        Spi::run("SET LOCAL checkout.reconciliation_max_attempts = 2").unwrap();
+        for (attempt, expected) in [(1, "deferred"), (2, "failed")] {
+            let id = text("SELECT string_agg(id::text, ',') FROM checkout.claim_webhook_events(1)");
+            assert_eq!(
+                text(&format!(
+                    "SELECT checkout.fail_webhook_event('{id}', 'boom')"
+                )),
+                expected,
+                "attempt {attempt}"
+            );
+        }
+        assert_eq!(
+            count("SELECT count(*) FROM checkout.claim_webhook_events(1)"),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn webhook_invalid_arguments() {
+        fixture();
+        let call =
+            |args: &str| sqlstate_of(&format!("SELECT checkout.record_webhook_event({args})"));
+        assert_eq!(call("NULL, 'e', 't', '{}', now()"), "22004");
+        assert_eq!(
+            call("'a0000000-0000-0000-0000-000000000001', '', 't', '{}', now()"),
+            "22023"
+        );
+        assert_eq!(
+            call("'a0000000-0000-0000-0000-000000000001', 'e', 't', '[1]', now()"),
+            "22023"
+        );
+        assert_eq!(
+            call("'a0000000-0000-0000-0000-000000000009', 'e', 't', '{}', now()"),
+            "P0002"
+        );
+        assert_eq!(
+            sqlstate_of("SELECT checkout.claim_webhook_events(-1)"),
+            "22023"
+        );
+    }
+}
