@@ -11,6 +11,7 @@ mod gucs;
 mod idempotency;
 mod maintenance;
 mod plans;
+mod refunds;
 mod schema;
 mod subscriptions;
 mod trials;

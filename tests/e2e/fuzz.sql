@@ -82,6 +82,12 @@ BEGIN
         PERFORM checkout.record_webhook_event(pg_temp.ruuid(), pg_temp.rtext(), pg_temp.rtext(), pg_temp.rjson(),
           CASE WHEN random() < 0.05 THEN NULL ELSE now() - random() * interval '10 days' END);
         PERFORM checkout.fail_webhook_event(id, pg_temp.rtext()) FROM checkout.claim_webhook_events(floor(random() * 3)::int);
+      WHEN 'refunds' THEN
+        PERFORM checkout.record_refund(pg_temp.ruuid(), pg_temp.pick(ARRAY['pi_1', 'pi_2', pg_temp.rtext()]),
+          pg_temp.pick(ARRAY['re_1', 're_2', pg_temp.rtext()]), pg_temp.pick(ARRAY[NULL, -5, 0, 1, 300, 999999999999]::bigint[]),
+          pg_temp.pick(ARRAY['usd', 'USD', 'eur', 'dollars', NULL]), pg_temp.rtext(), pg_temp.pick(ARRAY['manual', 'bot', NULL]));
+        PERFORM checkout.update_refund_status(pg_temp.ruuid(), pg_temp.pick(ARRAY['re_1', 're_2', pg_temp.rtext()]),
+          pg_temp.pick(ARRAY['pending', 'succeeded', 'failed', 'canceled', 'weird']));
       END CASE;
       st := '00000';
     EXCEPTION WHEN OTHERS THEN
@@ -93,5 +99,5 @@ END $$;
 
 SELECT checkout_test.fixture();
 SELECT pg_temp.fuzz(fn, :calls) FROM unnest(ARRAY['normalize_email', 'check_trial_eligibility',
-  'upsert_customer_atomic', 'create_subscription_atomic', 'reconciliation', 'webhooks']) fn;
+  'upsert_customer_atomic', 'create_subscription_atomic', 'reconciliation', 'webhooks', 'refunds']) fn;
 SELECT fn || ' ' || state || ' ' || n FROM fuzz_states ORDER BY fn, state;
