@@ -35,11 +35,12 @@ BEGIN
     RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
       USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = ''
+  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = '' OR length(p_reason) > 100
      OR (p_initiated_by IS NOT NULL AND p_initiated_by NOT IN ('automatic', 'manual', 'customer_request')) THEN
-    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, initiated_by automatic, manual or customer_request'
+    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, reason at most 100 characters, initiated_by automatic, manual or customer_request'
       USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = format('amount: %s, currency: %s, initiated_by: %s', p_amount, p_currency, p_initiated_by);
+            DETAIL = format('amount: %s, currency: %s, reason length: %s, initiated_by: %s', p_amount, p_currency,
+                            length(p_reason), p_initiated_by);
   END IF;
   -- The payment's row lock serializes refunds of one payment, so the total check holds.
   SELECT * INTO v_payment FROM checkout.payment_intents

@@ -55,6 +55,7 @@ mod tests {
         assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_x', 10, 'eur')"), "22023", "currency differs");
         assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_x', 0, 'usd')"), "22023");
         assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', NULL, 10, 'usd')"), "22004");
+        assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_x', 10, 'usd', repeat('r', 101))"), "22023", "reason too long");
         assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000002', 'pi_1', 're_x', 10, 'usd')"), "P0002", "org B cannot refund org A's payment");
         assert_eq!(count("SELECT count(*) FROM checkout.refunds"), 0);
     }

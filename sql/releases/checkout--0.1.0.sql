@@ -465,6 +465,180 @@ SELECT pg_catalog.pg_extension_config_dump('checkout.reconciliation_queue', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/schema.rs:6
+-- requires:
+--   schema
+
+-- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
+-- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
+-- fuzz and stress runs.
+CREATE FUNCTION checkout.check_invariants()
+RETURNS TABLE (invariant text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  -- every subscription has its 'created' audit row
+  SELECT 'subscription without its created audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
+  UNION ALL
+  -- a trialing subscription has its trial recorded
+  SELECT 'trialing subscription without trial_history', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status = 'trialing'
+    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
+  UNION ALL
+  -- at most one active or trialing subscription per (organization, customer, product)
+  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
+  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
+  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
+  UNION ALL
+  -- grants belong to the subscription's customer and organization
+  SELECT 'grant of another customer''s subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.customer_id <> g.customer_id
+  UNION ALL
+  -- the customer counters equal a recount
+  SELECT 'customer counters differ from a recount',
+         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
+                c.has_active_subscription, r.active)
+  FROM checkout.customers c
+  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
+                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
+  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
+  UNION ALL
+  -- no idempotency key left half-done: checkout never commits one in 'processing'
+  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
+  UNION ALL
+  -- a completed key that answered with a subscription points at one that exists
+  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k
+  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
+    AND (k.response->>'success')::boolean
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
+  UNION ALL
+  -- every customer has its current email recorded as a variant
+  SELECT 'customer email not recorded in customer_email_variants', c.id::text
+  FROM checkout.customers c
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
+                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
+$$;
+REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, counters, idempotency keys, email variants): one row per violation.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/refunds.rs:5
+-- requires:
+--   schema
+
+-- Refunds (issue 7, part): recorded idempotently on the provider's refund id, never more than the
+-- payment, in the payment's currency; status moves pending -> succeeded | failed | canceled only,
+-- enforced by a trigger, whoever updates the row.
+
+CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NEW.status IS DISTINCT FROM OLD.status AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
+    RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
+      USING ERRCODE = 'triggered_action_exception',
+            DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
+            HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
+  END IF;
+  IF NEW.status = 'succeeded' AND OLD.status <> 'succeeded' THEN
+    NEW.completed_at := coalesce(NEW.completed_at, now());
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refunds_guard_status BEFORE UPDATE OF status ON checkout.refunds
+  FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
+
+CREATE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
+  p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',
+  p_subscription_id uuid DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_payment checkout.payment_intents;
+  v_existing checkout.refunds;
+  v_refunded bigint;
+  v_id uuid;
+  v_currency text := lower(p_currency);
+BEGIN
+  IF p_organization_id IS NULL OR p_payment_intent_id IS NULL OR p_stripe_refund_id IS NULL OR p_amount IS NULL
+     OR p_currency IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = '' OR length(p_reason) > 100
+     OR (p_initiated_by IS NOT NULL AND p_initiated_by NOT IN ('automatic', 'manual', 'customer_request')) THEN
+    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, reason at most 100 characters, initiated_by automatic, manual or customer_request'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('amount: %s, currency: %s, reason length: %s, initiated_by: %s', p_amount, p_currency,
+                            length(p_reason), p_initiated_by);
+  END IF;
+  -- The payment's row lock serializes refunds of one payment, so the total check holds.
+  SELECT * INTO v_payment FROM checkout.payment_intents
+  WHERE organization_id = p_organization_id AND stripe_payment_intent_id = p_payment_intent_id
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'payment intent not found in organization' USING ERRCODE = 'no_data_found',
+      DETAIL = format('payment_intent_id: %s, organization_id: %s', p_payment_intent_id, p_organization_id);
+  END IF;
+  SELECT * INTO v_existing FROM checkout.refunds WHERE stripe_refund_id = p_stripe_refund_id;
+  IF FOUND THEN
+    IF v_existing.organization_id <> p_organization_id OR v_existing.payment_intent_id <> p_payment_intent_id
+       OR v_existing.amount <> p_amount OR v_existing.currency <> v_currency THEN
+      RAISE EXCEPTION 'refund id already recorded with other values' USING ERRCODE = 'unique_violation',
+        DETAIL = format('stripe_refund_id: %s, refund_id: %s', p_stripe_refund_id, v_existing.id);
+    END IF;
+    RETURN jsonb_build_object('refund_id', v_existing.id, 'status', v_existing.status, 'duplicate', true);
+  END IF;
+  IF v_currency <> v_payment.currency THEN
+    RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('refund: %s, payment %s: %s', v_currency, p_payment_intent_id, v_payment.currency);
+  END IF;
+  SELECT coalesce(sum(amount), 0) INTO v_refunded FROM checkout.refunds
+  WHERE organization_id = p_organization_id AND payment_intent_id = p_payment_intent_id
+    AND status IN ('pending', 'succeeded');
+  IF v_refunded + p_amount > v_payment.amount THEN
+    RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
+      DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
+                      p_payment_intent_id, v_payment.amount, v_refunded, p_amount),
+      HINT = 'Refund at most the remaining amount.';
+  END IF;
+  INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, subscription_id, amount, currency,
+                                reason, status, initiated_by)
+  VALUES (p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_subscription_id, p_amount, v_currency,
+          p_reason, 'pending', p_initiated_by)
+  RETURNING id INTO v_id;
+  RETURN jsonb_build_object('refund_id', v_id, 'status', 'pending', 'duplicate', false,
+                            'refunded_total', v_refunded + p_amount, 'payment_amount', v_payment.amount);
+END $$;
+
+-- The provider's verdict on a refund. Repeating the current status is a no-op (webhook redelivery).
+CREATE FUNCTION checkout.update_refund_status(p_organization_id uuid, p_stripe_refund_id text, p_status text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_row checkout.refunds;
+BEGIN
+  IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
+    RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.refunds SET status = p_status
+  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id
+  RETURNING * INTO v_row;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'refund not found in organization' USING ERRCODE = 'no_data_found',
+      DETAIL = format('stripe_refund_id: %s, organization_id: %s', p_stripe_refund_id, p_organization_id);
+  END IF;
+  RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
+END $$;
+
+REVOKE ALL ON FUNCTION checkout.record_refund(uuid, text, text, bigint, text, text, text, uuid),
+  checkout.update_refund_status(uuid, text, text) FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/maintenance.rs:14
 -- requires:
 --   schema
@@ -847,179 +1021,6 @@ $$;
 REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
   checkout.claim_webhook_events(integer), checkout.complete_webhook_event(uuid),
   checkout.fail_webhook_event(uuid, text) FROM PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/refunds.rs:5
--- requires:
---   schema
-
--- Refunds (issue 7, part): recorded idempotently on the provider's refund id, never more than the
--- payment, in the payment's currency; status moves pending -> succeeded | failed | canceled only,
--- enforced by a trigger, whoever updates the row.
-
-CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  IF NEW.status IS DISTINCT FROM OLD.status AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
-    RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
-      USING ERRCODE = 'triggered_action_exception',
-            DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
-            HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
-  END IF;
-  IF NEW.status = 'succeeded' AND OLD.status <> 'succeeded' THEN
-    NEW.completed_at := coalesce(NEW.completed_at, now());
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER refunds_guard_status BEFORE UPDATE OF status ON checkout.refunds
-  FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
-
-CREATE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
-  p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',
-  p_subscription_id uuid DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_payment checkout.payment_intents;
-  v_existing checkout.refunds;
-  v_refunded bigint;
-  v_id uuid;
-  v_currency text := lower(p_currency);
-BEGIN
-  IF p_organization_id IS NULL OR p_payment_intent_id IS NULL OR p_stripe_refund_id IS NULL OR p_amount IS NULL
-     OR p_currency IS NULL THEN
-    RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
-      USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = ''
-     OR (p_initiated_by IS NOT NULL AND p_initiated_by NOT IN ('automatic', 'manual', 'customer_request')) THEN
-    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, initiated_by automatic, manual or customer_request'
-      USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = format('amount: %s, currency: %s, initiated_by: %s', p_amount, p_currency, p_initiated_by);
-  END IF;
-  -- The payment's row lock serializes refunds of one payment, so the total check holds.
-  SELECT * INTO v_payment FROM checkout.payment_intents
-  WHERE organization_id = p_organization_id AND stripe_payment_intent_id = p_payment_intent_id
-  FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'payment intent not found in organization' USING ERRCODE = 'no_data_found',
-      DETAIL = format('payment_intent_id: %s, organization_id: %s', p_payment_intent_id, p_organization_id);
-  END IF;
-  SELECT * INTO v_existing FROM checkout.refunds WHERE stripe_refund_id = p_stripe_refund_id;
-  IF FOUND THEN
-    IF v_existing.organization_id <> p_organization_id OR v_existing.payment_intent_id <> p_payment_intent_id
-       OR v_existing.amount <> p_amount OR v_existing.currency <> v_currency THEN
-      RAISE EXCEPTION 'refund id already recorded with other values' USING ERRCODE = 'unique_violation',
-        DETAIL = format('stripe_refund_id: %s, refund_id: %s', p_stripe_refund_id, v_existing.id);
-    END IF;
-    RETURN jsonb_build_object('refund_id', v_existing.id, 'status', v_existing.status, 'duplicate', true);
-  END IF;
-  IF v_currency <> v_payment.currency THEN
-    RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'invalid_parameter_value',
-      DETAIL = format('refund: %s, payment %s: %s', v_currency, p_payment_intent_id, v_payment.currency);
-  END IF;
-  SELECT coalesce(sum(amount), 0) INTO v_refunded FROM checkout.refunds
-  WHERE organization_id = p_organization_id AND payment_intent_id = p_payment_intent_id
-    AND status IN ('pending', 'succeeded');
-  IF v_refunded + p_amount > v_payment.amount THEN
-    RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
-      DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
-                      p_payment_intent_id, v_payment.amount, v_refunded, p_amount),
-      HINT = 'Refund at most the remaining amount.';
-  END IF;
-  INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, subscription_id, amount, currency,
-                                reason, status, initiated_by)
-  VALUES (p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_subscription_id, p_amount, v_currency,
-          p_reason, 'pending', p_initiated_by)
-  RETURNING id INTO v_id;
-  RETURN jsonb_build_object('refund_id', v_id, 'status', 'pending', 'duplicate', false,
-                            'refunded_total', v_refunded + p_amount, 'payment_amount', v_payment.amount);
-END $$;
-
--- The provider's verdict on a refund. Repeating the current status is a no-op (webhook redelivery).
-CREATE FUNCTION checkout.update_refund_status(p_organization_id uuid, p_stripe_refund_id text, p_status text)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_row checkout.refunds;
-BEGIN
-  IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
-    RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  UPDATE checkout.refunds SET status = p_status
-  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id
-  RETURNING * INTO v_row;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'refund not found in organization' USING ERRCODE = 'no_data_found',
-      DETAIL = format('stripe_refund_id: %s, organization_id: %s', p_stripe_refund_id, p_organization_id);
-  END IF;
-  RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
-END $$;
-
-REVOKE ALL ON FUNCTION checkout.record_refund(uuid, text, text, bigint, text, text, text, uuid),
-  checkout.update_refund_status(uuid, text, text) FROM PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/schema.rs:6
--- requires:
---   schema
-
--- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
--- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
--- fuzz and stress runs.
-CREATE FUNCTION checkout.check_invariants()
-RETURNS TABLE (invariant text, detail text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  -- every subscription has its 'created' audit row
-  SELECT 'subscription without its created audit row', s.id::text
-  FROM checkout.subscriptions s
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
-  UNION ALL
-  -- a trialing subscription has its trial recorded
-  SELECT 'trialing subscription without trial_history', s.id::text
-  FROM checkout.subscriptions s
-  WHERE s.status = 'trialing'
-    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
-  UNION ALL
-  -- at most one active or trialing subscription per (organization, customer, product)
-  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
-  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
-  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
-  UNION ALL
-  -- grants belong to the subscription's customer and organization
-  SELECT 'grant of another customer''s subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
-  WHERE s.customer_id <> g.customer_id
-  UNION ALL
-  -- the customer counters equal a recount
-  SELECT 'customer counters differ from a recount',
-         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
-                c.has_active_subscription, r.active)
-  FROM checkout.customers c
-  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
-                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
-  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
-  UNION ALL
-  -- no idempotency key left half-done: checkout never commits one in 'processing'
-  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
-  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
-  UNION ALL
-  -- a completed key that answered with a subscription points at one that exists
-  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
-  FROM checkout.idempotency_keys k
-  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
-    AND (k.response->>'success')::boolean
-    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
-  UNION ALL
-  -- every customer has its current email recorded as a variant
-  SELECT 'customer email not recorded in customer_email_variants', c.id::text
-  FROM checkout.customers c
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
-                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
-$$;
-REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
-COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, counters, idempotency keys, email variants): one row per violation.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
