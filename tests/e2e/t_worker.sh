@@ -33,7 +33,7 @@ psql_db e2e_worker -c "ALTER SYSTEM RESET checkout.maintenance_interval" -c "SEL
 # only when recovery has finished.
 standby="$E2E_DATA-standby"; sport=$((E2E_PORT + 100))
 rm -rf "$standby"
-sudo -u postgres "$E2E_BIN/pg_basebackup" -h 127.0.0.1 -p "$E2E_PORT" -U postgres -D "$standby" -R -X stream
+sudo -u postgres "$E2E_BIN/pg_basebackup" -h 127.0.0.1 -p "$E2E_PORT" -U postgres -D "$standby" -R -X stream --checkpoint=fast
 printf "port = %s\nunix_socket_directories = '%s'\n" "$sport" "$standby" | sudo -u postgres tee -a "$standby/postgresql.conf" >/dev/null
 sudo -u postgres env -u RUST_BACKTRACE "$E2E_BIN/pg_ctl" -D "$standby" -l "$standby/server.log" -w start >/dev/null
 sq() { "$E2E_BIN/psql" -X -q -At -h 127.0.0.1 -p "$sport" -U postgres -d e2e_worker -c "$1"; }
