@@ -34,6 +34,18 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                       FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
   WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
   UNION ALL
+  -- an ended subscription grants nothing
+  SELECT 'grant in force on an ended subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL
+  UNION ALL
+  -- every status a subscription is in was reached through an audited change
+  SELECT 'subscription status differs from its last audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status IS DISTINCT FROM (
+    SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
+    WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
+  UNION ALL
   -- no idempotency key left half-done: checkout never commits one in 'processing'
   SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
   FROM checkout.idempotency_keys k WHERE k.status = 'processing'
@@ -52,4 +64,4 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                     WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
 $$;
 REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
-COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, counters, idempotency keys, email variants): one row per violation.';
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';

@@ -354,10 +354,11 @@ COMMENT ON COLUMN checkout.customer_email_variants.rules_version IS 'email_rules
 -- 004: audit and tracking.
 CREATE TABLE checkout.subscription_changes (
   id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  organization_id uuid NOT NULL,
+  organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   subscription_id uuid NOT NULL,
   change_type     varchar(50) NOT NULL
-                    CHECK (change_type IN ('created', 'updated', 'cancelled', 'reactivated', 'expired', 'upgraded', 'downgraded')),
+                    CHECK (change_type IN ('created', 'updated', 'cancelled', 'reactivated', 'expired', 'upgraded',
+                                           'downgraded', 'renewed', 'past_due', 'converted', 'deleted')),
   old_values      jsonb,
   new_values      jsonb,
   changed_by      uuid,
@@ -365,10 +366,10 @@ CREATE TABLE checkout.subscription_changes (
   reason          text,
   metadata        jsonb NOT NULL DEFAULT '{}',
   created_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT subscription_changes_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
-    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE CASCADE,
+  -- No foreign key to subscriptions: the trail outlives a deleted subscription (its 'deleted' row).
   CONSTRAINT subscription_changes_changed_by_fkey FOREIGN KEY (organization_id, changed_by)
-    REFERENCES checkout.users (organization_id, id) ON DELETE SET NULL (changed_by)
+    REFERENCES checkout.users (organization_id, id) ON DELETE SET NULL (changed_by),
+  changed_by_role text -- last: 0.2.0 added it (default set in lifecycle.sql)
 );
 CREATE INDEX idx_subscription_changes_sub ON checkout.subscription_changes (subscription_id);
 CREATE INDEX idx_subscription_changes_type ON checkout.subscription_changes (change_type);
@@ -377,6 +378,8 @@ CREATE INDEX idx_subscription_changes_changed_by ON checkout.subscription_change
 COMMENT ON TABLE checkout.subscription_changes IS 'Audit trail of subscriptions: one row per change, with old and new values.';
 COMMENT ON COLUMN checkout.subscription_changes.changed_by IS 'The staff user (users.id) who made the change, when known.';
 COMMENT ON COLUMN checkout.subscription_changes.changed_by_type IS 'user, system, webhook or support.';
+COMMENT ON COLUMN checkout.subscription_changes.changed_by_role IS 'The database role that made the change (the caller of a checkout function, not its owner); NULL in rows written before 0.2.0.';
+COMMENT ON COLUMN checkout.subscription_changes.change_type IS 'created, updated (direct SQL), cancelled, reactivated, expired, upgraded, downgraded, renewed, past_due, converted (trial became paid) or deleted.';
 
 CREATE TABLE checkout.refunds (
   id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -1,5 +1,5 @@
 -- checkout.verify(): the seed's "post-migration verification" as a function. One row per expected
--- table, constraint, index and function: ok = present (and valid), detail = its definition or why not.
+-- table, constraint, index, function and trigger: ok = present (and valid), detail = its definition or why not.
 -- Loaded last (finalize), so the functions listed here exist. Keep this list in step with the schema.
 CREATE FUNCTION checkout.verify()
 RETURNS TABLE ("check" text, ok boolean, detail text)
@@ -91,7 +91,7 @@ AS $verify$
     ('index', 'idx_email_variants_normalized', 'customer_email_variants'),
     ('index', 'idx_email_variants_domain', 'customer_email_variants'),
     ('table', 'subscription_changes', NULL),
-    ('constraint', 'subscription_changes_subscription_id_fkey', 'subscription_changes'),
+    ('constraint', 'subscription_changes_organization_id_fkey', 'subscription_changes'),
     ('constraint', 'subscription_changes_changed_by_fkey', 'subscription_changes'),
     ('index', 'idx_subscription_changes_sub', 'subscription_changes'),
     ('index', 'idx_subscription_changes_type', 'subscription_changes'),
@@ -138,6 +138,19 @@ AS $verify$
     ('function', 'checkout.claim_webhook_events(integer)', NULL),
     ('function', 'checkout.complete_webhook_event(uuid)', NULL),
     ('function', 'checkout.fail_webhook_event(uuid, text)', NULL),
+    ('function', 'checkout.cancel_subscription_atomic(uuid, uuid, boolean, text, uuid, text)', NULL),
+    ('function', 'checkout.reactivate_subscription_atomic(uuid, uuid, text, uuid, text)', NULL),
+    ('function', 'checkout.change_subscription_plan_atomic(uuid, uuid, uuid, bigint, text, integer, jsonb[], text, text, uuid, text)', NULL),
+    ('function', 'checkout.renew_subscription_period(uuid, uuid, timestamp with time zone, uuid, text)', NULL),
+    ('function', 'checkout.mark_subscription_past_due(uuid, uuid, text, uuid, text)', NULL),
+    ('function', 'checkout.expire_subscription(uuid, uuid, text, uuid, text)', NULL),
+    ('function', 'checkout.end_subscription_trial(uuid, uuid, boolean, uuid, text)', NULL),
+    ('function', 'checkout.subscription_transitions()', NULL),
+    ('function', 'checkout.subscription_transition_allowed(text, text)', NULL),
+    ('function', 'checkout.guard_subscription_update()', NULL),
+    ('function', 'checkout.audit_subscription_change()', NULL),
+    ('trigger', 'subscriptions_guard', 'subscriptions'),
+    ('trigger', 'subscriptions_audit', 'subscriptions'),
     ('table', 'maintenance_runs', NULL)
   ), found AS (
     SELECT e.kind, e.name,
@@ -151,6 +164,8 @@ AS $verify$
                                 WHERE c.conrelid = to_regclass('checkout.' || e.tbl) AND c.conname = e.name
                                   AND c.convalidated)
         WHEN 'function' THEN (SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = to_regprocedure(e.name))
+        WHEN 'trigger' THEN (SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+                             WHERE t.tgrelid = to_regclass('checkout.' || e.tbl) AND t.tgname = e.name AND t.tgenabled <> 'D')
       END AS definition
     FROM expected e
   )

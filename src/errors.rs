@@ -18,6 +18,10 @@ pub enum Kind {
     /// 23505 unique_violation: the request conflicts with another row, e.g. the external_id
     /// matches one customer while the email belongs to another.
     Conflict,
+    /// 09000 triggered_action_exception: the subscription's rules forbid the change (a status
+    /// transition outside the state machine, reactivating after the period, renewing a
+    /// subscription set to end). The same code the subscriptions trigger raises for direct SQL.
+    InvalidTransition,
     /// XX000 internal_error: a bug in checkout (never expected; please report it).
     Internal,
 }
@@ -30,6 +34,7 @@ impl Kind {
             Kind::NotFound => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
             Kind::KeyReused => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Kind::Conflict => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            Kind::InvalidTransition => PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
             Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

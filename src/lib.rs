@@ -4,6 +4,7 @@
 //! its Rust functions, and its tests.
 ::pgrx::pg_module_magic!(name, version);
 
+mod audit;
 mod customers;
 mod email;
 mod errors;

@@ -153,9 +153,12 @@ mod tests {
         // Grant of org B's feature to org A's customer.
         let grant = "INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000b1')";
         assert_eq!(sqlstate_of(grant), "23503");
-        // Moving a subscription to the other organization is refused too.
+        // Moving a subscription to the other organization is refused too (by the subscriptions
+        // guard trigger, before the foreign key would).
         let moved = "UPDATE checkout.subscriptions SET organization_id = 'a0000000-0000-0000-0000-000000000002' WHERE id = 'd0000000-0000-0000-0000-0000000000a1'";
-        assert_eq!(sqlstate_of(moved), "23503");
+        assert_eq!(sqlstate_of(moved), "09000");
+        let grant_moved = "UPDATE checkout.feature_grants SET organization_id = 'a0000000-0000-0000-0000-000000000002'";
+        assert_eq!(sqlstate_of(grant_moved), "23503");
         let trial = "INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('a0000000-0000-0000-0000-000000000002', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())";
         assert_eq!(sqlstate_of(trial), "23503");
         assert_eq!(

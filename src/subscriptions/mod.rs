@@ -5,6 +5,7 @@
 //! data-modifying statement for every write, and the key's answer. Races on one pair are decided
 //! by the partial unique index on active/trialing subscriptions (`ON CONFLICT DO NOTHING` waits
 //! for an in-flight insert), so racers get the winner's id.
+use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
 use crate::plans::{first_row, kept, ok};
@@ -16,6 +17,8 @@ use pgrx::{JsonB, Uuid};
 use serde_json::{json, Value};
 
 pub mod input;
+pub mod lifecycle;
+pub mod states;
 
 const fn oid(o: PgBuiltInOids) -> PgOid {
     PgOid::BuiltIn(o)
@@ -247,6 +250,13 @@ fn create_subscription_atomic(
             ],
             true,
         );
+        // This statement writes its own audit row and counters: the audit trigger stays out.
+        let _audit = audit::begin(Change {
+            change_type: "created",
+            changed_by: None,
+            reason: None,
+            self_audited: true,
+        });
         let created = ok(client.update(
             plan,
             None,

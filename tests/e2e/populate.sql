@@ -25,13 +25,19 @@ INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, s
 INSERT INTO checkout.webhook_events (organization_id, provider_event_id, type, payload) VALUES
   ('a0000000-0000-0000-0000-000000000001', 'evt_1', 'invoice.paid', '{"id": "evt_1"}');
 INSERT INTO checkout.idempotency_keys (organization_id, key, operation, status, response) VALUES
-  ('a0000000-0000-0000-0000-000000000001', 'key-1', 'create_subscription_atomic', 'completed', '{"success": true}');
-INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end) VALUES
-  ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1',
-   'd0000000-0000-0000-0000-0000000000a1', now(), now() + interval '14 days');
-INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values, changed_by, changed_by_type) VALUES
-  ('a0000000-0000-0000-0000-000000000001', 'd0000000-0000-0000-0000-0000000000a1', 'created', '{"status": "trialing"}',
-   'e0000000-0000-0000-0000-0000000000a1', 'user');
+  ('a0000000-0000-0000-0000-000000000001', 'key-1', 'create_subscription_atomic', 'completed',
+   '{"success": true, "subscription_id": "d0000000-0000-0000-0000-0000000000a1"}');
+-- The subscriptions triggers wrote its trial_history and 'created' audit rows; a direct change by a
+-- staff user and a function's change add more, and a deleted subscription leaves its trail.
+SET checkout.actor = 'e0000000-0000-0000-0000-0000000000a1';
+UPDATE checkout.subscriptions SET metadata = '{"note": "vip"}' WHERE id = 'd0000000-0000-0000-0000-0000000000a1';
+RESET checkout.actor;
+SELECT checkout.cancel_subscription_atomic('d0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', true, 'moving');
+INSERT INTO checkout.subscriptions (id, organization_id, customer_id, product_id, status, amount, currency, interval,
+    current_period_start, current_period_end) VALUES
+  ('d0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1',
+   'b0000000-0000-0000-0000-0000000000a1', 'incomplete', 1999, 'usd', 'month', now(), now() + interval '1 month');
+DELETE FROM checkout.subscriptions WHERE id = 'd0000000-0000-0000-0000-0000000000a2';
 INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, subscription_id, amount, currency, status) VALUES
   ('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_1', 'd0000000-0000-0000-0000-0000000000a1', 500, 'usd', 'succeeded');
 INSERT INTO checkout.reconciliation_queue (organization_id, type, reference_id, details) VALUES

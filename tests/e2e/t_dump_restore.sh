@@ -30,3 +30,6 @@ assert_eq 0 "$(psql_db e2e_dst -c "SELECT count(*) FROM checkout.verify() WHERE 
 # The variants table kept the historical email (recorded by the trigger, merged on restore).
 assert_eq 3 "$(psql_db e2e_dst -c "SELECT count(*) FROM checkout.customer_email_variants")" "variant rows after restore"
 assert_eq 1 "$(psql_db e2e_dst -c "SELECT count(*) FROM checkout.customer_email_variants WHERE email = 'Alice@Example.com'")" "historical email after restore"
+# The subscriptions triggers stood aside during the restore's COPY: no audit row or counter twice.
+assert_eq 5 "$(psql_db e2e_dst -c "SELECT count(*) FROM checkout.subscription_changes")" "audit rows after restore"
+assert_eq "" "$(psql_db e2e_dst -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants after restore"

@@ -1,0 +1,155 @@
+-- Subscription lifecycle (issue 7): two triggers on subscriptions make every path, function or
+-- direct SQL, follow the same rules.
+--  * guard (BEFORE UPDATE): status changes follow checkout.subscription_transitions() (09000
+--    otherwise); a subscription never moves to another customer or organization; entering
+--    canceled/expired stamps canceled_at/ended_at; a reactivation clears them.
+--  * audit (AFTER INSERT/UPDATE/DELETE): one subscription_changes row per change, the customer's
+--    counters, feature grants revoked when the subscription ends (restored on reactivation), the
+--    trial converted, the product's metrics cache cleared.
+
+-- The database role behind a change (outside SECURITY DEFINER functions).
+ALTER TABLE checkout.subscription_changes ALTER COLUMN changed_by_role SET DEFAULT checkout.invoking_role();
+
+CREATE FUNCTION checkout.guard_subscription_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NEW.organization_id <> OLD.organization_id OR NEW.customer_id <> OLD.customer_id THEN
+    RAISE EXCEPTION 'a subscription cannot move to another customer or organization'
+      USING ERRCODE = 'triggered_action_exception', DETAIL = format('subscription_id: %s', OLD.id),
+            HINT = 'Cancel it and create a subscription for the other customer.';
+  END IF;
+  IF NEW.status IS DISTINCT FROM OLD.status THEN
+    IF NOT checkout.subscription_transition_allowed(OLD.status, NEW.status) THEN
+      RAISE EXCEPTION 'subscription status cannot change from % to %', OLD.status, NEW.status
+        USING ERRCODE = 'triggered_action_exception', DETAIL = format('subscription_id: %s', OLD.id),
+              HINT = format('From %s a subscription may become: %s.', OLD.status,
+                            coalesce((SELECT string_agg(t.to_status, ', ') FROM checkout.subscription_transitions() t
+                                      WHERE t.from_status = OLD.status), 'nothing (final)'));
+    END IF;
+    IF OLD.status = 'canceled' AND NEW.current_period_end <= now() THEN
+      RAISE EXCEPTION 'a canceled subscription can only be reactivated within its period'
+        USING ERRCODE = 'triggered_action_exception',
+              DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, NEW.current_period_end),
+              HINT = 'Create a new subscription instead.';
+    END IF;
+    IF NEW.status IN ('canceled', 'expired') THEN
+      NEW.ended_at := coalesce(NEW.ended_at, now());
+      NEW.cancel_at_period_end := false;
+      IF NEW.status = 'canceled' THEN
+        NEW.canceled_at := coalesce(NEW.canceled_at, now());
+      END IF;
+    ELSIF OLD.status = 'canceled' THEN
+      NEW.canceled_at := NULL;
+      NEW.ended_at := NULL;
+      NEW.cancellation_reason := NULL;
+    END IF;
+  END IF;
+  NEW.updated_at := now();
+  RETURN NEW;
+END $$;
+
+CREATE FUNCTION checkout.audit_subscription_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_context jsonb := checkout.subscription_change_context();
+  v_actor text := coalesce(v_context->>'changed_by', nullif(current_setting('checkout.actor', true), ''));
+  v_type text;
+  v_row checkout.subscriptions;
+  v_old jsonb;
+  v_new jsonb;
+  v_was_active boolean;
+  v_is_active boolean;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    v_row := NEW;
+    v_type := 'created';
+    v_new := to_jsonb(NEW);
+    v_was_active := false;
+    v_is_active := NEW.status IN ('active', 'trialing');
+  ELSIF TG_OP = 'DELETE' THEN
+    -- Deleting the organization deletes its audit trail too: nothing to record.
+    IF NOT EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = OLD.organization_id) THEN
+      RETURN NULL;
+    END IF;
+    v_row := OLD;
+    v_type := 'deleted';
+    v_old := to_jsonb(OLD);
+    v_was_active := OLD.status IN ('active', 'trialing');
+    v_is_active := false;
+  ELSE
+    v_row := NEW;
+    v_old := to_jsonb(OLD);
+    SELECT jsonb_object_agg(n.key, n.value) INTO v_new
+    FROM jsonb_each(to_jsonb(NEW)) n WHERE n.value IS DISTINCT FROM v_old -> n.key;
+    IF v_new IS NULL THEN
+      RETURN NULL;
+    END IF;
+    v_type := coalesce(v_context->>'change_type', nullif(current_setting('checkout.change_type', true), ''), 'updated');
+    v_was_active := OLD.status IN ('active', 'trialing');
+    v_is_active := NEW.status IN ('active', 'trialing');
+  END IF;
+
+  INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, old_values, new_values,
+                                             changed_by, changed_by_type, reason, created_at)
+  VALUES (v_row.organization_id, v_row.id, v_type, v_old, v_new, v_actor::uuid,
+          CASE WHEN v_actor IS NULL THEN 'system' ELSE 'user' END,
+          coalesce(v_context->>'reason', nullif(current_setting('checkout.change_reason', true), '')),
+          clock_timestamp()); -- orders several changes of one transaction
+
+  -- Counters. Incremental where the new value follows from the locked row; a recount (after the
+  -- lock, so it sees every committed change) where another subscription may keep the flag set.
+  IF TG_OP = 'INSERT' THEN
+    UPDATE checkout.customers SET subscription_count = subscription_count + 1,
+           has_active_subscription = has_active_subscription OR v_is_active, updated_at = now()
+    WHERE id = NEW.customer_id;
+    IF NEW.trial_end IS NOT NULL THEN
+      INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
+      VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
+              least(coalesce(NEW.trial_start, NEW.created_at), NEW.trial_end), NEW.trial_end)
+      ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING;
+    END IF;
+  ELSIF TG_OP = 'DELETE' THEN
+    UPDATE checkout.customers SET subscription_count = subscription_count - 1, updated_at = now()
+    WHERE id = OLD.customer_id;
+  ELSIF v_is_active AND NOT v_was_active THEN
+    UPDATE checkout.customers SET has_active_subscription = true, updated_at = now() WHERE id = NEW.customer_id;
+  ELSIF v_was_active AND NOT v_is_active THEN
+    PERFORM 1 FROM checkout.customers WHERE id = NEW.customer_id FOR UPDATE;
+  END IF;
+  IF v_was_active AND NOT v_is_active THEN
+    UPDATE checkout.customers c
+    SET has_active_subscription = EXISTS (SELECT 1 FROM checkout.subscriptions s
+                                          WHERE s.customer_id = c.id AND s.status IN ('active', 'trialing')),
+        updated_at = now()
+    WHERE c.id = v_row.customer_id;
+  END IF;
+
+  IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status THEN
+    IF NEW.status IN ('canceled', 'expired') THEN
+      UPDATE checkout.feature_grants SET revoked_at = greatest(now(), granted_at)
+      WHERE subscription_id = NEW.id AND revoked_at IS NULL;
+    ELSIF OLD.status = 'canceled' THEN
+      -- Reactivated: the grants its cancellation revoked come back (not those a plan change revoked).
+      UPDATE checkout.feature_grants SET revoked_at = NULL
+      WHERE subscription_id = NEW.id AND revoked_at >= OLD.ended_at;
+    END IF;
+    IF OLD.status = 'trialing' AND NEW.status = 'active' THEN
+      UPDATE checkout.trial_history SET converted = true, conversion_date = now(), updated_at = now()
+      WHERE subscription_id = NEW.id;
+    ELSIF OLD.status = 'trialing' AND NEW.status IN ('canceled', 'expired') THEN
+      UPDATE checkout.trial_history SET cancellation_reason = coalesce(NEW.cancellation_reason, NEW.status), updated_at = now()
+      WHERE subscription_id = NEW.id;
+    END IF;
+  END IF;
+  IF TG_OP <> 'UPDATE' OR NEW.status IS DISTINCT FROM OLD.status OR NEW.product_id <> OLD.product_id
+     OR NEW.amount <> OLD.amount THEN
+    UPDATE checkout.products SET metrics_last_calculated_at = NULL
+    WHERE id IN (v_row.product_id, OLD.product_id) AND metrics_last_calculated_at IS NOT NULL;
+  END IF;
+  RETURN NULL;
+END $$;
+
+CREATE TRIGGER subscriptions_guard BEFORE UPDATE ON checkout.subscriptions
+  FOR EACH ROW EXECUTE FUNCTION checkout.guard_subscription_update();
+CREATE TRIGGER subscriptions_audit AFTER INSERT OR UPDATE OR DELETE ON checkout.subscriptions
+  FOR EACH ROW WHEN (NOT checkout.subscription_audit_skipped()) EXECUTE FUNCTION checkout.audit_subscription_change();

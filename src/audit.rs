@@ -1,0 +1,95 @@
+//! The audit trail of subscriptions (seed migration 004), written by a trigger so no path skips it
+//! (sql/lifecycle.sql). A checkout function tells the trigger what it is doing through a
+//! per-backend context: the precise change type (cancelled, upgraded, ...), who and why. Direct SQL
+//! has no context: its changes are recorded as `updated`, by the `checkout.actor` setting or the
+//! database role.
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::json;
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+extension_sql_file!(
+    "../sql/lifecycle.sql",
+    name = "lifecycle",
+    requires = [
+        "schema",
+        invoking_role,
+        subscription_audit_skipped,
+        subscription_change_context,
+        subscriptions::states::subscription_transition_allowed,
+        subscriptions::states::subscription_transitions
+    ]
+);
+
+/// What the running checkout function is doing to subscriptions.
+pub struct Change {
+    pub change_type: &'static str,
+    pub changed_by: Option<Uuid>,
+    pub reason: Option<String>,
+    /// The function writes its audit row and counters itself (create_subscription_atomic does, in
+    /// its one statement): the trigger stays out.
+    pub self_audited: bool,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Change>> = const { RefCell::new(None) };
+}
+
+/// Holds the context while a function writes; dropped (also when an error unwinds) it clears it,
+/// so later direct SQL in the session is never attributed to the function.
+pub struct Scope(());
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+pub fn begin(change: Change) -> Scope {
+    CURRENT.with(|c| *c.borrow_mut() = Some(change));
+    Scope(())
+}
+
+/// The role the caller acts as: outside SECURITY DEFINER functions (what `current_user` says in
+/// the caller's own statements), so the audit names the application's role, not the owner.
+#[pg_extern(stable, parallel_safe)]
+fn invoking_role() -> Option<String> {
+    // SAFETY: plain catalog lookups; noerr = true returns NULL for a dropped role.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
+    }
+}
+
+/// Whether the subscriptions audit trigger has nothing to do for this row: the calling checkout
+/// function audits itself, or the rows arrive by COPY, which is how pg_dump restores them (the
+/// dump carries their audit rows and counters).
+#[pg_extern(volatile)]
+fn subscription_audit_skipped() -> bool {
+    if CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.self_audited)) {
+        return true;
+    }
+    // SAFETY: debug_query_string is the top-level statement text, or NULL.
+    let query = unsafe { pg_sys::debug_query_string };
+    if query.is_null() {
+        return false;
+    }
+    let query = unsafe { CStr::from_ptr(query) }.to_bytes();
+    let start = query.trim_ascii_start();
+    start.len() >= 4 && start[..4].eq_ignore_ascii_case(b"copy")
+}
+
+/// The running function's context for the trigger, NULL when there is none (direct SQL).
+#[pg_extern(volatile)]
+fn subscription_change_context() -> Option<JsonB> {
+    CURRENT.with(|c| {
+        c.borrow().as_ref().map(|c| {
+            JsonB(json!({
+                "change_type": c.change_type,
+                "changed_by": c.changed_by.map(|u| u.to_string()),
+                "reason": c.reason,
+            }))
+        })
+    })
+}

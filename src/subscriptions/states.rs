@@ -1,0 +1,94 @@
+//! The subscription state machine: the one table of allowed status changes. A trigger
+//! (sql/lifecycle.sql) checks every status change against it, whether it comes from a lifecycle
+//! function or a direct UPDATE; the README shows the same table (a test compares them).
+use pgrx::prelude::*;
+
+/// (from, to) pairs. Keeping the same status is not a transition and always allowed.
+pub const TRANSITIONS: &[(&str, &str)] = &[
+    ("incomplete", "active"),
+    ("incomplete", "trialing"),
+    ("incomplete", "canceled"),
+    ("incomplete", "expired"),
+    ("trialing", "active"),
+    ("trialing", "past_due"),
+    ("trialing", "paused"),
+    ("trialing", "canceled"),
+    ("trialing", "expired"),
+    ("active", "past_due"),
+    ("active", "paused"),
+    ("active", "canceled"),
+    ("active", "expired"),
+    ("past_due", "active"),
+    ("past_due", "unpaid"),
+    ("past_due", "canceled"),
+    ("past_due", "expired"),
+    ("unpaid", "active"),
+    ("unpaid", "canceled"),
+    ("unpaid", "expired"),
+    ("paused", "active"),
+    ("paused", "canceled"),
+    ("paused", "expired"),
+    // Reactivation, only while the paid period lasts (the trigger checks current_period_end).
+    ("canceled", "active"),
+];
+
+pub fn allowed(from: &str, to: &str) -> bool {
+    from == to || TRANSITIONS.contains(&(from, to))
+}
+
+/// Whether a subscription may go from status `from` to `to`.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn subscription_transition_allowed(from: &str, to: &str) -> bool {
+    allowed(from, to)
+}
+
+/// The allowed status changes, one row each.
+#[pg_extern(immutable, parallel_safe)]
+fn subscription_transitions(
+) -> TableIterator<'static, (name!(from_status, String), name!(to_status, String))> {
+    TableIterator::new(
+        TRANSITIONS
+            .iter()
+            .map(|(from, to)| ((*from).to_owned(), (*to).to_owned())),
+    )
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn terminal_and_self_transitions() {
+        assert!(allowed("expired", "expired"));
+        assert!(!TRANSITIONS.iter().any(|(from, _)| *from == "expired"));
+        assert!(allowed("canceled", "active"));
+        assert!(!allowed("canceled", "past_due"));
+    }
+
+    #[test]
+    fn the_readme_shows_this_table() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("<!-- transitions -->")
+            .expect("README lacks the transitions table");
+        let end = readme[start..].find("<!-- /transitions -->").unwrap() + start;
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for line in readme[start..end].lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let from = cells[1].trim_matches('`');
+            // Each target is the first `quoted` word of a comma-separated item.
+            for item in cells[2].split(',') {
+                if let Some(to) = item.split('`').nth(1) {
+                    documented.push((from.to_owned(), to.to_owned()));
+                }
+            }
+        }
+        let mut code: Vec<(String, String)> = TRANSITIONS
+            .iter()
+            .map(|(f, t)| ((*f).to_owned(), (*t).to_owned()))
+            .collect();
+        documented.sort();
+        code.sort();
+        assert_eq!(documented, code);
+    }
+}
