@@ -102,12 +102,6 @@ BEGIN
     UPDATE checkout.customers SET subscription_count = subscription_count + 1,
            has_active_subscription = has_active_subscription OR v_is_active, updated_at = now()
     WHERE id = NEW.customer_id;
-    IF NEW.trial_end IS NOT NULL THEN
-      INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
-      VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
-              least(coalesce(NEW.trial_start, NEW.created_at), NEW.trial_end), NEW.trial_end)
-      ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING;
-    END IF;
   ELSIF TG_OP = 'DELETE' THEN
     UPDATE checkout.customers SET subscription_count = subscription_count - 1, updated_at = now()
     WHERE id = OLD.customer_id;
@@ -122,6 +116,23 @@ BEGIN
                                           WHERE s.customer_id = c.id AND s.status IN ('active', 'trialing')),
         updated_at = now()
     WHERE c.id = v_row.customer_id;
+  END IF;
+
+  -- One trial per (organization, customer, product), whatever the path: entering trialing records
+  -- the trial, or takes over a trial whose subscription was deleted; a second trial is refused.
+  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing' AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing') THEN
+    INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
+    VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
+            least(coalesce(NEW.trial_start, now()), coalesce(NEW.trial_end, NEW.current_period_end)),
+            coalesce(NEW.trial_end, NEW.current_period_end))
+    ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, updated_at = now()
+    WHERE t.subscription_id IS NULL OR t.subscription_id = EXCLUDED.subscription_id;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'the customer already had a trial of this product'
+        USING ERRCODE = 'triggered_action_exception',
+              DETAIL = format('subscription_id: %s, customer_id: %s, product_id: %s', NEW.id, NEW.customer_id, NEW.product_id),
+              HINT = 'Use check_trial_eligibility() before granting a trial; create_subscription_atomic does.';
+    END IF;
   END IF;
 
   IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status THEN

@@ -64,6 +64,8 @@ const OTHER_ACTIVE_SQL: &str = "
 SELECT id FROM checkout.subscriptions
 WHERE organization_id = $1 AND customer_id = $2 AND product_id = $3 AND status IN ('active', 'trialing') AND id <> $4";
 
+const USER_SQL: &str = "SELECT 1 FROM checkout.users WHERE organization_id = $1 AND id = $2";
+
 const PLAN_TENANT_SQL: &str = "
 SELECT EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $2),
        (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($3))";
@@ -252,6 +254,23 @@ fn run(
                 }
             }
         };
+        if let Some(user) = changed_by {
+            let plan = kept(client, USER_SQL, &[UUID, UUID], false);
+            let found = ok(client.select(plan, Some(1), &[call.organization.into(), user.into()]));
+            if found.is_empty() {
+                raise(
+                    Kind::NotFound,
+                    "user not found in organization",
+                    Some(format!(
+                        "changed_by: {user}, organization_id: {}",
+                        call.organization
+                    )),
+                    Some(
+                        "p_changed_by is a checkout.users id of the organization (staff), or NULL.",
+                    ),
+                );
+            }
+        }
         let plan = kept(client, LOCK_SQL, &[UUID, UUID], true);
         let locked = ok(client.update(plan, Some(1), &[call.organization.into(), call.id.into()]));
         let Some(row) = first_row(locked) else {

@@ -75,6 +75,27 @@ BEGIN
           pg_temp.ruuid(), pg_temp.ruuid(), pg_temp.ruuid(),
           CASE WHEN random() < 0.5 THEN NULL ELSE pg_temp.pick(ARRAY['k1', 'k2', '', repeat('k', 256), pg_temp.rtext()]) END);
         END IF;
+      WHEN 'lifecycle' THEN
+        DECLARE
+          v_sub uuid := CASE WHEN random() < 0.7 THEN (SELECT id FROM checkout.subscriptions ORDER BY random() LIMIT 1) ELSE pg_temp.ruuid() END;
+          v_org uuid := CASE WHEN random() < 0.7 THEN 'a0000000-0000-0000-0000-000000000001' ELSE pg_temp.ruuid() END;
+          v_key text := CASE WHEN random() < 0.7 THEN NULL ELSE pg_temp.pick(ARRAY['l1', 'l2', '', repeat('k', 256), pg_temp.rtext()]) END;
+          v_by uuid := CASE WHEN random() < 0.8 THEN NULL ELSE pg_temp.pick(ARRAY['e0000000-0000-0000-0000-0000000000a1', gen_random_uuid()]::uuid[]) END;
+        BEGIN
+          CASE floor(random() * 7)::int
+          WHEN 0 THEN PERFORM checkout.cancel_subscription_atomic(v_sub, v_org, pg_temp.pick(ARRAY[true, false, NULL]), pg_temp.rtext(), v_by, v_key);
+          WHEN 1 THEN PERFORM checkout.reactivate_subscription_atomic(v_sub, v_org, pg_temp.rtext(), v_by, v_key);
+          WHEN 2 THEN PERFORM checkout.change_subscription_plan_atomic(v_sub, v_org, pg_temp.ruuid(),
+              pg_temp.pick(ARRAY[NULL, -1, 0, 2500, 9223372036854775807]::bigint[]), pg_temp.pick(ARRAY[NULL, 'month', 'year', 'decade', pg_temp.rtext()]),
+              pg_temp.pick(ARRAY[NULL, -1, 0, 1, 3, 2147483647]), CASE WHEN random() < 0.3 THEN NULL ELSE ARRAY[pg_temp.rjson()] END,
+              pg_temp.rtext(), pg_temp.rtext(), v_by, v_key);
+          WHEN 3 THEN PERFORM checkout.renew_subscription_period(v_sub, v_org,
+              pg_temp.pick(ARRAY[NULL, now(), now() + interval '1 year', '-infinity', 'infinity', '4000-01-01']::timestamptz[]), v_by, v_key);
+          WHEN 4 THEN PERFORM checkout.mark_subscription_past_due(v_sub, v_org, pg_temp.rtext(), v_by, v_key);
+          WHEN 5 THEN PERFORM checkout.expire_subscription(v_sub, v_org, pg_temp.rtext(), v_by, v_key);
+          ELSE PERFORM checkout.end_subscription_trial(v_sub, v_org, pg_temp.pick(ARRAY[true, false, NULL]), v_by, v_key);
+          END CASE;
+        END;
       WHEN 'reconciliation' THEN
         PERFORM checkout.enqueue_reconciliation(pg_temp.rtext(), pg_temp.rtext(), pg_temp.rjson(), floor(random() * 14)::int - 2, pg_temp.ruuid());
         PERFORM checkout.fail_reconciliation(id, pg_temp.rtext()) FROM checkout.claim_reconciliation(floor(random() * 3)::int, pg_temp.rtext());
@@ -98,6 +119,8 @@ BEGIN
 END $$;
 
 SELECT checkout_test.fixture();
+INSERT INTO checkout.users (id, organization_id, email) VALUES
+  ('e0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', 'ops@example.com');
 SELECT pg_temp.fuzz(fn, :calls) FROM unnest(ARRAY['normalize_email', 'check_trial_eligibility',
-  'upsert_customer_atomic', 'create_subscription_atomic', 'reconciliation', 'webhooks', 'refunds']) fn;
+  'upsert_customer_atomic', 'create_subscription_atomic', 'lifecycle', 'reconciliation', 'webhooks', 'refunds']) fn;
 SELECT fn || ' ' || state || ' ' || n FROM fuzz_states ORDER BY fn, state;

@@ -12,3 +12,14 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 assert_eq() { # EXPECTED ACTUAL MESSAGE
   [ "$1" = "$2" ] || fail "$3: expected [$1], got [$2]"
 }
+# One line per checkout table: name, row count, digest of all rows.
+fingerprint() { # DB
+  psql_db "$1" <<'SQL'
+SELECT format('SELECT %L || '' '' || count(*) || '' '' || coalesce(md5(string_agg(t::text, ''|'' ORDER BY t::text)), ''-'') FROM checkout.%I t',
+              c.relname, c.relname)
+FROM pg_class c WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r'
+  AND c.relname <> 'maintenance_runs' -- operational state, deliberately not dumped
+ORDER BY c.relname
+\gexec
+SQL
+}

@@ -4,16 +4,6 @@ source "$(dirname "$0")/lib.sh"
 here=$(dirname "$0")
 fresh_db e2e_src
 psql_db e2e_src -c "CREATE EXTENSION checkout" -f "$here/populate.sql"
-fingerprint() { # one line per table: name, row count, digest of all rows
-  psql_db "$1" <<'SQL'
-SELECT format('SELECT %L || '' '' || count(*) || '' '' || coalesce(md5(string_agg(t::text, ''|'' ORDER BY t::text)), ''-'') FROM checkout.%I t',
-              c.relname, c.relname)
-FROM pg_class c WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r'
-  AND c.relname <> 'maintenance_runs' -- operational state, deliberately not dumped
-ORDER BY c.relname
-\gexec
-SQL
-}
 src=$(fingerprint e2e_src)
 tables=$(echo "$src" | wc -l)
 [ "$tables" -ge 16 ] || fail "expected 16 tables, got $tables"

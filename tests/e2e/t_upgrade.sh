@@ -1,0 +1,95 @@
+# ALTER EXTENSION checkout UPDATE from every archived release to this version, and back: the result
+# equals a fresh install of the target version (extension members from pg_depend, and pg_dump
+# --schema-only of the schema with the members detached), and every row is still there. Also: every
+# C symbol any archived release or upgrade script names exists in this build's library, so sessions
+# on an old version keep working after the library is replaced.
+source "$(dirname "$0")/lib.sh"
+here=$(dirname "$0")
+root=$(cd "$here/../.." && pwd)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n1)
+extdir="$("$E2E_BIN/pg_config" --sharedir)/extension"
+lib="$("$E2E_BIN/pg_config" --pkglibdir)/checkout.so"
+
+# Linkable symbols.
+exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort -u)
+for script in "$root"/sql/releases/checkout--*.sql "$root"/sql/checkout--*--*.sql; do
+  for sym in $(grep -o "'MODULE_PATHNAME', '[A-Za-z0-9_]*'" "$script" | sed "s/.*, '\(.*\)'/\1/" | sort -u); do
+    grep -qx "$sym" <<<"$exported" || fail "$(basename "$script") needs symbol $sym, missing from checkout.so"
+  done
+done
+
+members() { # DB: the extension's objects, one per line; the test build's own schemas (tests,
+  # checkout_test: cargo pgrx test installs them) left out
+  psql_db "$1" -c "SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+    FROM pg_depend d, pg_identify_object(d.classid, d.objid, d.objsubid) o
+    WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'checkout')
+      AND coalesce(o.schema, o.identity) NOT IN ('tests', 'checkout_test') ORDER BY 1"
+}
+ddl() { # DB: pg_dump --schema-only of schema checkout, taken from a copy whose members are detached
+  # (pg_dump leaves extension members out)
+  local copy=$1_ddl
+  psql_db postgres -c "DROP DATABASE IF EXISTS $copy" -c "CREATE DATABASE $copy TEMPLATE $1"
+  psql_db "$copy" <<'SQL'
+SELECT format('ALTER EXTENSION checkout DROP %s %s', o.type, o.identity)
+FROM pg_depend d, pg_identify_object(d.classid, d.objid, d.objsubid) o
+WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'checkout')
+\gexec
+SQL
+  "$E2E_BIN/pg_dump" -h 127.0.0.1 -p "$E2E_PORT" -U postgres --schema-only -n checkout "$copy" | grep -v '^--' | grep -v '^$'
+  psql_db postgres -c "DROP DATABASE $copy"
+}
+rows() { # DB: digest of every row of every table, columns a version lacks left out
+  psql_db "$1" <<'SQL'
+SELECT format('SELECT %L || '' '' || count(*) || '' '' || coalesce(md5(string_agg((to_jsonb(t) - ''changed_by_role'')::text, ''|'' ORDER BY t::text)), ''-'') FROM checkout.%I t',
+              c.relname, c.relname)
+FROM pg_class c WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r' AND c.relname <> 'maintenance_runs'
+ORDER BY c.relname
+\gexec
+SQL
+}
+same_catalog() { # DB_A DB_B WHAT (one after the other: the copies must not race)
+  local a b
+  a=$(members "$1"); b=$(members "$2")
+  diff <(echo "$a") <(echo "$b") >&2 || fail "$3: extension members differ"
+  a=$(ddl "$1"); b=$(ddl "$2")
+  [ "$(echo "$a" | grep -c 'CREATE TABLE')" -ge 16 ] || fail "$3: the DDL dump is incomplete"
+  diff <(echo "$a") <(echo "$b") >&2 || fail "$3: schema DDL differs"
+}
+
+for old in $(ls "$root/sql/releases" | sed -n 's/^checkout--\([0-9.]*\)\.sql$/\1/p' | sort -V); do
+  [ "$old" != "$version" ] || continue
+  [ -f "$root/sql/checkout--$old--$version.sql" ] || continue
+  cp "$root/sql/releases/checkout--$old.sql" "$extdir/"
+  # Up: old release + data, updated, against a fresh install.
+  fresh_db e2e_up
+  psql_db e2e_up -c "CREATE EXTENSION checkout VERSION '$old'" -f "$here/upgrade_data.sql" >/dev/null
+  before=$(rows e2e_up)
+  psql_db e2e_up -c "ALTER EXTENSION checkout UPDATE TO '$version'"
+  assert_eq "$version" "$(psql_db e2e_up -c "SELECT extversion FROM pg_extension WHERE extname = 'checkout'")" "version after update"
+  diff <(echo "$before") <(rows e2e_up) >&2 || fail "rows changed by the update $old -> $version"
+  assert_eq "" "$(psql_db e2e_up -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants after update"
+  assert_eq 0 "$(psql_db e2e_up -c "SELECT count(*) FROM checkout.verify() WHERE NOT ok")" "verify() after update"
+  fresh_db e2e_fresh
+  psql_db e2e_fresh -c "CREATE EXTENSION checkout"
+  same_catalog e2e_up e2e_fresh "$old -> $version"
+  # The updated database works as the new version: a cancel through the new function, audited.
+  psql_db e2e_up -c "SELECT checkout.cancel_subscription_atomic(s.id, s.organization_id) FROM checkout.subscriptions s WHERE s.status = 'active'" >/dev/null
+  assert_eq "" "$(psql_db e2e_up -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants after a call on the updated version"
+  # Down: back to the old release equals a fresh old install; rows stay (the downgrade script
+  # says what the old version cannot hold).
+  before=$(rows e2e_up | grep -v '^subscription_changes ')
+  psql_db e2e_up -c "ALTER EXTENSION checkout UPDATE TO '$old'"
+  assert_eq "$old" "$(psql_db e2e_up -c "SELECT extversion FROM pg_extension WHERE extname = 'checkout'")" "version after downgrade"
+  diff <(echo "$before") <(rows e2e_up | grep -v '^subscription_changes ') >&2 || fail "rows changed by the downgrade $version -> $old"
+  assert_eq 3 "$(psql_db e2e_up -c "SELECT count(*) FROM checkout.subscription_changes")" "audit rows after downgrade"
+  fresh_db e2e_fresh
+  psql_db e2e_fresh -c "CREATE EXTENSION checkout VERSION '$old'"
+  same_catalog e2e_up e2e_fresh "$version -> $old"
+  # The old version's functions run on this library; and up again works.
+  psql_db e2e_up -c "SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'three@example.com')" >/dev/null
+  psql_db e2e_up -c "ALTER EXTENSION checkout UPDATE TO '$version'"
+  rm -f "$extdir/checkout--$old.sql"
+done
+psql_db postgres -c "DROP DATABASE IF EXISTS e2e_up" -c "DROP DATABASE IF EXISTS e2e_fresh"
