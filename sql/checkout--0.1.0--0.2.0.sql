@@ -3,6 +3,7 @@
 --    knows more change types, and records the database role behind a change;
 --  * the native lifecycle functions, the state machine and the audit/counter triggers
 --    (sql/lifecycle.sql);
+--  * a maintenance job ends subscriptions whose cancellation at period end is due;
 --  * check_invariants() and verify() know the new objects.
 -- Hand-written; tests/e2e/t_upgrade.sh checks that 0.1.0 + this script equals a fresh 0.2.0.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.2.0'" to load this file. \quit
@@ -325,6 +326,66 @@ CREATE TRIGGER subscriptions_guard BEFORE UPDATE ON checkout.subscriptions
 CREATE TRIGGER subscriptions_audit AFTER INSERT OR UPDATE OR DELETE ON checkout.subscriptions
   FOR EACH ROW WHEN (NOT checkout.subscription_audit_skipped()) EXECUTE FUNCTION checkout.audit_subscription_change();
 
+-- Maintenance job (run_maintenance): subscriptions set to cancel at period end whose period is over
+-- become canceled; the triggers revoke their grants and record 'cancelled' with its reason.
+-- Rows in the partial index are exactly the pending cancellations (entering canceled or expired
+-- clears the flag).
+CREATE INDEX idx_subscriptions_cancel_pending ON checkout.subscriptions (current_period_end) WHERE cancel_at_period_end;
+CREATE FUNCTION checkout.end_subscription_periods(p_batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
+AS $$
+DECLARE
+  v_count integer;
+BEGIN
+  WITH due AS (
+    SELECT id FROM checkout.subscriptions
+    WHERE cancel_at_period_end AND current_period_end <= now()
+    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.subscriptions s SET status = 'canceled' FROM due WHERE s.id = due.id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  RETURN v_count;
+END $$;
+REVOKE ALL ON FUNCTION checkout.end_subscription_periods(integer) FROM PUBLIC;
+
+-- sql/maintenance.sql of 0.2.0: run_maintenance() and maintenance_status() know the new job.
+CREATE OR REPLACE FUNCTION checkout.run_maintenance() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_job text;
+  v_result jsonb;
+  v_summary jsonb := '{}';
+BEGIN
+  FOREACH v_job IN ARRAY ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                                'expire_reconciliation_leases', 'end_subscription_periods', 'refresh_product_metrics'] LOOP
+    BEGIN
+      EXECUTE format('SELECT to_jsonb(checkout.%I())', v_job) INTO v_result;
+      INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_result) VALUES (v_job, now(), v_result)
+      ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_result = EXCLUDED.last_result;
+    EXCEPTION WHEN OTHERS THEN
+      v_result := jsonb_build_object('error', SQLERRM, 'sqlstate', SQLSTATE);
+      INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_error, last_error_at) VALUES (v_job, now(), SQLERRM, now())
+      ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_error = EXCLUDED.last_error,
+                                      last_error_at = EXCLUDED.last_error_at;
+    END;
+    v_summary := v_summary || jsonb_build_object(v_job, v_result);
+  END LOOP;
+  RETURN v_summary;
+END $$;
+CREATE OR REPLACE FUNCTION checkout.maintenance_status()
+RETURNS TABLE (job text, last_run_at timestamptz, last_result jsonb, last_error text, last_error_at timestamptz,
+               next_run_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT j.job, r.last_run_at, r.last_result, r.last_error, r.last_error_at,
+         CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_type = 'checkout maintenance' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+              THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval', 60))
+         END
+  FROM unnest(ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                    'expire_reconciliation_leases', 'end_subscription_periods', 'refresh_product_metrics']) AS j(job)
+  LEFT JOIN checkout.maintenance_runs r ON r.job = j.job
+$$;
+
 -- sql/invariants.sql of 0.2.0.
 -- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
 -- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
@@ -433,6 +494,7 @@ AS $verify$
     ('index', 'idx_subscriptions_ending', 'subscriptions'),
     ('index', 'idx_subscriptions_trial_ending', 'subscriptions'),
     ('index', 'idx_subscriptions_product', 'subscriptions'),
+    ('index', 'idx_subscriptions_cancel_pending', 'subscriptions'),
     ('table', 'checkout_sessions', NULL),
     ('constraint', 'checkout_sessions_org_id_key', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_customer_id_fkey', 'checkout_sessions'),
@@ -545,6 +607,7 @@ AS $verify$
     ('function', 'checkout.subscription_transition_allowed(text, text)', NULL),
     ('function', 'checkout.guard_subscription_update()', NULL),
     ('function', 'checkout.audit_subscription_change()', NULL),
+    ('function', 'checkout.end_subscription_periods(integer)', NULL),
     ('trigger', 'subscriptions_guard', 'subscriptions'),
     ('trigger', 'subscriptions_audit', 'subscriptions'),
     ('table', 'maintenance_runs', NULL)

@@ -4,10 +4,12 @@
 --    subscription), and
 --  * records change types 0.1.0 does not know (renewed, past_due, converted) as 'updated', keeping
 --    the original in metadata.change_type_0_2_0,
--- and drops the lifecycle functions, the subscriptions triggers and changed_by_role.
+-- and drops the lifecycle functions and job, the subscriptions triggers and changed_by_role.
 -- Hand-written; tests/e2e/t_upgrade.sh checks that the result equals a fresh 0.1.0.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.1.0'" to load this file. \quit
 
+DROP FUNCTION checkout.end_subscription_periods(integer);
+DROP INDEX checkout.idx_subscriptions_cancel_pending;
 DROP TRIGGER subscriptions_audit ON checkout.subscriptions;
 DROP TRIGGER subscriptions_guard ON checkout.subscriptions;
 DROP FUNCTION checkout.audit_subscription_change();
@@ -38,6 +40,45 @@ ALTER TABLE checkout.subscription_changes DROP CONSTRAINT subscription_changes_o
 ALTER TABLE checkout.subscription_changes ADD CONSTRAINT subscription_changes_subscription_id_fkey
   FOREIGN KEY (organization_id, subscription_id) REFERENCES checkout.subscriptions (organization_id, id) ON DELETE CASCADE;
 COMMENT ON COLUMN checkout.subscription_changes.change_type IS NULL;
+
+-- sql/maintenance.sql of 0.1.0: run_maintenance() and maintenance_status() without the lifecycle job.
+CREATE OR REPLACE FUNCTION checkout.run_maintenance() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_job text;
+  v_result jsonb;
+  v_summary jsonb := '{}';
+BEGIN
+  FOREACH v_job IN ARRAY ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                                'expire_reconciliation_leases', 'refresh_product_metrics'] LOOP
+    BEGIN
+      EXECUTE format('SELECT to_jsonb(checkout.%I())', v_job) INTO v_result;
+      INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_result) VALUES (v_job, now(), v_result)
+      ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_result = EXCLUDED.last_result;
+    EXCEPTION WHEN OTHERS THEN
+      v_result := jsonb_build_object('error', SQLERRM, 'sqlstate', SQLSTATE);
+      INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_error, last_error_at) VALUES (v_job, now(), SQLERRM, now())
+      ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_error = EXCLUDED.last_error,
+                                      last_error_at = EXCLUDED.last_error_at;
+    END;
+    v_summary := v_summary || jsonb_build_object(v_job, v_result);
+  END LOOP;
+  RETURN v_summary;
+END $$;
+CREATE OR REPLACE FUNCTION checkout.maintenance_status()
+RETURNS TABLE (job text, last_run_at timestamptz, last_result jsonb, last_error text, last_error_at timestamptz,
+               next_run_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT j.job, r.last_run_at, r.last_result, r.last_error, r.last_error_at,
+         CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_type = 'checkout maintenance' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+              THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval', 60))
+         END
+  FROM unnest(ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                    'expire_reconciliation_leases', 'refresh_product_metrics']) AS j(job)
+  LEFT JOIN checkout.maintenance_runs r ON r.job = j.job
+$$;
+DELETE FROM checkout.maintenance_runs WHERE job = 'end_subscription_periods';
 
 -- sql/invariants.sql of 0.1.0.
 -- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,

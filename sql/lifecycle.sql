@@ -164,3 +164,25 @@ CREATE TRIGGER subscriptions_guard BEFORE UPDATE ON checkout.subscriptions
   FOR EACH ROW EXECUTE FUNCTION checkout.guard_subscription_update();
 CREATE TRIGGER subscriptions_audit AFTER INSERT OR UPDATE OR DELETE ON checkout.subscriptions
   FOR EACH ROW WHEN (NOT checkout.subscription_audit_skipped()) EXECUTE FUNCTION checkout.audit_subscription_change();
+
+-- Maintenance job (run_maintenance): subscriptions set to cancel at period end whose period is over
+-- become canceled; the triggers revoke their grants and record 'cancelled' with its reason.
+-- Rows in the partial index are exactly the pending cancellations (entering canceled or expired
+-- clears the flag).
+CREATE INDEX idx_subscriptions_cancel_pending ON checkout.subscriptions (current_period_end) WHERE cancel_at_period_end;
+CREATE FUNCTION checkout.end_subscription_periods(p_batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
+AS $$
+DECLARE
+  v_count integer;
+BEGIN
+  WITH due AS (
+    SELECT id FROM checkout.subscriptions
+    WHERE cancel_at_period_end AND current_period_end <= now()
+    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.subscriptions s SET status = 'canceled' FROM due WHERE s.id = due.id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  RETURN v_count;
+END $$;
+REVOKE ALL ON FUNCTION checkout.end_subscription_periods(integer) FROM PUBLIC;

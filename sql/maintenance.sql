@@ -211,7 +211,7 @@ DECLARE
   v_summary jsonb := '{}';
 BEGIN
   FOREACH v_job IN ARRAY ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
-                                'expire_reconciliation_leases', 'refresh_product_metrics'] LOOP
+                                'expire_reconciliation_leases', 'end_subscription_periods', 'refresh_product_metrics'] LOOP
     BEGIN
       EXECUTE format('SELECT to_jsonb(checkout.%I())', v_job) INTO v_result;
       INSERT INTO checkout.maintenance_runs AS r (job, last_run_at, last_result) VALUES (v_job, now(), v_result)
@@ -238,7 +238,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
               THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval', 60))
          END
   FROM unnest(ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
-                    'expire_reconciliation_leases', 'refresh_product_metrics']) AS j(job)
+                    'expire_reconciliation_leases', 'end_subscription_periods', 'refresh_product_metrics']) AS j(job)
   LEFT JOIN checkout.maintenance_runs r ON r.job = j.job
 $$;
 

@@ -37,6 +37,7 @@ AS $verify$
     ('index', 'idx_subscriptions_ending', 'subscriptions'),
     ('index', 'idx_subscriptions_trial_ending', 'subscriptions'),
     ('index', 'idx_subscriptions_product', 'subscriptions'),
+    ('index', 'idx_subscriptions_cancel_pending', 'subscriptions'),
     ('table', 'checkout_sessions', NULL),
     ('constraint', 'checkout_sessions_org_id_key', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_customer_id_fkey', 'checkout_sessions'),
@@ -149,6 +150,7 @@ AS $verify$
     ('function', 'checkout.subscription_transition_allowed(text, text)', NULL),
     ('function', 'checkout.guard_subscription_update()', NULL),
     ('function', 'checkout.audit_subscription_change()', NULL),
+    ('function', 'checkout.end_subscription_periods(integer)', NULL),
     ('trigger', 'subscriptions_guard', 'subscriptions'),
     ('trigger', 'subscriptions_audit', 'subscriptions'),
     ('table', 'maintenance_runs', NULL)

@@ -14,6 +14,11 @@ pub static MAINTENANCE_DATABASES: GucSetting<Option<CString>> =
 static SESSION_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(24 * 60 * 60);
 static RECONCILIATION_LEASE: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
 static RECONCILIATION_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+/// Attribution of direct subscription changes; the audit trigger reads them with current_setting()
+/// (sql/lifecycle.sql). Defined here so that SHOW and pg_settings document them.
+static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CHANGE_REASON: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CHANGE_TYPE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// The databases of `checkout.maintenance_databases`, trimmed, empty entries dropped.
 pub fn maintenance_databases() -> Vec<String> {
@@ -79,6 +84,31 @@ pub fn init() {
         1000,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    let attribution = |name, short, setting| {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            c"Read by the subscriptions audit trigger for changes made by direct SQL; checkout's functions set their own.",
+            setting,
+            GucContext::Userset,
+            GucFlags::default(),
+        )
+    };
+    attribution(
+        c"checkout.actor",
+        c"users.id recorded as changed_by of direct subscription changes.",
+        &ACTOR,
+    );
+    attribution(
+        c"checkout.change_reason",
+        c"Reason recorded for direct subscription changes.",
+        &CHANGE_REASON,
+    );
+    attribution(
+        c"checkout.change_type",
+        c"change_type recorded for direct subscription updates (default: updated).",
+        &CHANGE_TYPE,
     );
     // A server-start setting can only be defined while the postmaster preloads the library; loaded
     // later (CREATE EXTENSION, a first call), it would be a FATAL error. Without preloading there

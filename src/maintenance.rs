@@ -243,7 +243,7 @@ mod tests {
     #[pg_test]
     fn run_maintenance_survives_a_failing_job() {
         let summary = json("SELECT checkout.run_maintenance()");
-        assert_eq!(summary.as_object().map(|o| o.len()), Some(4), "{summary}");
+        assert_eq!(summary.as_object().map(|o| o.len()), Some(5), "{summary}");
         Spi::run("ALTER TABLE checkout.checkout_sessions RENAME TO checkout_sessions_gone")
             .unwrap();
         let summary = json("SELECT checkout.run_maintenance()");

@@ -5,7 +5,8 @@
 //! optional idempotency key has create_subscription_atomic's semantics.
 use super::states::allowed;
 use super::{
-    input, parse_uuid, BOOL, INT4, INT8, JSONB_ARRAY, TEXT, TIMESTAMPTZ, UUID, UUID_ARRAY,
+    input, parse_uuid, require_product_and_features, BOOL, INT4, INT8, JSONB_ARRAY, TEXT,
+    TIMESTAMPTZ, UUID, UUID_ARRAY,
 };
 use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
@@ -510,30 +511,13 @@ fn change_subscription_plan_atomic(
                 ],
             ));
             let found = found.first();
-            if !ok(found.get::<bool>(1)).unwrap_or(false) {
-                raise(
-                    Kind::NotFound,
-                    "product not found in organization",
-                    Some(format!(
-                        "product_id: {product}, organization_id: {}",
-                        call.organization
-                    )),
-                    None,
-                );
-            }
-            if ok(found.get::<i64>(2)).unwrap_or(0) != feature_ids.len() as i64 {
-                let ids: Vec<&str> = features.iter().map(|f| f.feature_id.as_str()).collect();
-                raise(
-                    Kind::NotFound,
-                    "feature not found in organization",
-                    Some(format!(
-                        "one of feature_ids: [{}], organization_id: {}",
-                        ids.join(", "),
-                        call.organization
-                    )),
-                    None,
-                );
-            }
+            require_product_and_features(
+                call.organization,
+                product,
+                ok(found.get::<bool>(1)).unwrap_or(false),
+                ok(found.get::<i64>(2)).unwrap_or(0),
+                &features,
+            );
             if product != s.product {
                 call.refuse_if_other_active(client, s.customer, product);
             }
@@ -925,6 +909,35 @@ mod tests {
             )),
             "09000"
         );
+    }
+
+    #[pg_test]
+    fn maintenance_ends_pending_cancellations_when_the_period_is_over() {
+        fixture();
+        call("cancel_subscription_atomic", ", true, 'moving'");
+        assert_eq!(
+            count("SELECT checkout.end_subscription_periods()::bigint"),
+            0,
+            "period still running"
+        );
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '1 month', current_period_end = now() - interval '1 second' WHERE id = {SUB}")).unwrap();
+        assert_eq!(
+            count("SELECT checkout.end_subscription_periods()::bigint"),
+            1
+        );
+        assert_eq!(state(), "canceled false true");
+        assert_eq!(grants(), "a1-");
+        assert_eq!(text(&format!("SELECT change_type || ' ' || reason FROM checkout.subscription_changes WHERE subscription_id = {SUB} ORDER BY created_at DESC LIMIT 1")), "cancelled cancel_at_period_end");
+        assert_eq!(
+            count("SELECT checkout.end_subscription_periods()::bigint"),
+            0
+        );
+        // The job's settings do not leak into the session.
+        assert_eq!(
+            text("SELECT coalesce(current_setting('checkout.change_type', true), '')"),
+            ""
+        );
+        assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
     }
 
     #[pg_test]

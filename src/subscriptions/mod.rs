@@ -97,6 +97,38 @@ fn parse_uuid(s: &str) -> Uuid {
     }
 }
 
+/// Raises P0002 unless a tenant check found the product and every feature in the organization.
+fn require_product_and_features(
+    organization: Uuid,
+    product: Uuid,
+    product_found: bool,
+    features_found: i64,
+    features: &[input::Feature],
+) {
+    if !product_found {
+        raise(
+            Kind::NotFound,
+            "product not found in organization",
+            Some(format!(
+                "product_id: {product}, organization_id: {organization}"
+            )),
+            None,
+        );
+    }
+    if features_found != features.len() as i64 {
+        let ids: Vec<&str> = features.iter().map(|f| f.feature_id.as_str()).collect();
+        raise(
+            Kind::NotFound,
+            "feature not found in organization",
+            Some(format!(
+                "one of feature_ids: [{}], organization_id: {organization}",
+                ids.join(", ")
+            )),
+            None,
+        );
+    }
+}
+
 fn timestamptz(micros: i64) -> TimestampWithTimeZone {
     match TimestampWithTimeZone::try_from(micros) {
         Ok(t) => t,
@@ -169,28 +201,13 @@ fn create_subscription_atomic(
             );
         }
         let row = row.first();
-        if !ok(row.get::<bool>(1)).unwrap_or(false) {
-            raise(
-                Kind::NotFound,
-                "product not found in organization",
-                Some(format!(
-                    "product_id: {product}, organization_id: {organization}"
-                )),
-                None,
-            );
-        }
-        if ok(row.get::<i64>(2)).unwrap_or(0) != feature_ids.len() as i64 {
-            let missing: Vec<String> = features.iter().map(|f| f.feature_id.clone()).collect();
-            raise(
-                Kind::NotFound,
-                "feature not found in organization",
-                Some(format!(
-                    "one of feature_ids: [{}], organization_id: {organization}",
-                    missing.join(", ")
-                )),
-                None,
-            );
-        }
+        require_product_and_features(
+            organization,
+            product,
+            ok(row.get::<bool>(1)).unwrap_or(false),
+            ok(row.get::<i64>(2)).unwrap_or(0),
+            &features,
+        );
 
         let (status, trial_eligible, trial_reason, trial_start, trial_end) = match sub.trial_end {
             None => (sub.status.clone(), None, None, None, None),

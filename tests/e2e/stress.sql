@@ -1,5 +1,5 @@
 -- The stress procedure: one client's loop for :seconds, every iteration its own transaction,
--- mixing every write function over a hot set (3 customers x 2 products, 10 emails) with
+-- mixing every write function (lifecycle functions included) over a hot set (3 customers x 2 products, 10 emails) with
 -- idempotent retries. SQLSTATEs are counted per operation into stress_results.
 CREATE TABLE IF NOT EXISTS stress_results (client int, op text, state text, n int);
 CREATE OR REPLACE PROCEDURE stress(p_client int, p_seconds float) LANGUAGE plpgsql AS $$
@@ -11,7 +11,7 @@ DECLARE
   v_c int; v_p int; v_id uuid;
 BEGIN
   WHILE clock_timestamp() < v_end LOOP
-    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue'])[1 + floor(random() * 5)::int];
+    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue', 'lifecycle', 'lifecycle'])[1 + floor(random() * 7)::int];
     v_c := 1 + floor(random() * 3)::int;
     v_p := 1 + floor(random() * 2)::int;
     BEGIN
@@ -30,6 +30,25 @@ BEGIN
       WHEN 'trial' THEN
         PERFORM checkout.check_trial_eligibility(('c0000000-0000-0000-0000-' || lpad(v_c::text, 12, '0'))::uuid,
           ('b0000000-0000-0000-0000-' || lpad(v_p::text, 12, '0'))::uuid, NULL);
+      WHEN 'lifecycle' THEN
+        -- The pair's latest subscription, changed by a random lifecycle function (idempotent
+        -- retries included): refusals (09000) and conflicts (23505) are answers, not failures.
+        SELECT id INTO v_id FROM checkout.subscriptions
+        WHERE customer_id = ('c0000000-0000-0000-0000-' || lpad(v_c::text, 12, '0'))::uuid
+          AND product_id = ('b0000000-0000-0000-0000-' || lpad(v_p::text, 12, '0'))::uuid
+        ORDER BY created_at DESC LIMIT 1;
+        CASE floor(random() * 7)::int
+        WHEN 0 THEN PERFORM checkout.cancel_subscription_atomic(v_id, 'a0000000-0000-0000-0000-000000000001', random() < 0.5);
+        WHEN 1 THEN PERFORM checkout.reactivate_subscription_atomic(v_id, 'a0000000-0000-0000-0000-000000000001');
+        WHEN 2 THEN PERFORM checkout.renew_subscription_period(v_id, 'a0000000-0000-0000-0000-000000000001', NULL, NULL,
+                      'renew-' || v_id || '-' || floor(random() * 3));
+        WHEN 3 THEN PERFORM checkout.mark_subscription_past_due(v_id, 'a0000000-0000-0000-0000-000000000001');
+        WHEN 4 THEN PERFORM checkout.change_subscription_plan_atomic(v_id, 'a0000000-0000-0000-0000-000000000001',
+                      ('b0000000-0000-0000-0000-' || lpad((3 - v_p)::text, 12, '0'))::uuid, 100 * (1 + floor(random() * 5))::bigint,
+                      NULL, NULL, ARRAY['{"feature_id": "f0000000-0000-0000-0000-000000000001"}'::jsonb]);
+        WHEN 5 THEN PERFORM checkout.expire_subscription(v_id, 'a0000000-0000-0000-0000-000000000001');
+        ELSE PERFORM checkout.end_subscription_trial(v_id, 'a0000000-0000-0000-0000-000000000001', random() < 0.7);
+        END CASE;
       WHEN 'queue' THEN
         PERFORM checkout.enqueue_reconciliation('stress', 'ref-' || floor(random() * 5), jsonb_build_object('c', p_client));
         FOR v_id IN SELECT id FROM checkout.claim_reconciliation(2, 'client-' || p_client) LOOP

@@ -1,6 +1,8 @@
 # A bounded stress run: 16 clients for STRESS_SECONDS (default 10) on loopback, every write
 # function over a hot set, plus idempotent retries. Only success may come back (the conflict
-# answers are JSON, not errors); no deadlock; check_invariants() empty. STRESS_REPORT: where the
+# answers are JSON, not errors), except from lifecycle calls on a random subscription, whose
+# documented refusals are 09000 (transition not allowed) and 23505 (the product is taken), and
+# 22004 when the pair has no subscription yet; no deadlock; check_invariants() empty. STRESS_REPORT: where the
 # report goes (scripts/stress prints it).
 source "$(dirname "$0")/lib.sh"
 seconds=${STRESS_SECONDS:-10} clients=${STRESS_CLIENTS:-16} report=${STRESS_REPORT:-/dev/stdout}
@@ -21,7 +23,8 @@ d1=$(deadlocks)
   echo "deadlocks: $((d1 - d0))"
   echo "check_invariants() violations: $(psql_db e2e_stress -c "SELECT count(*) FROM checkout.check_invariants()")"
 } > "$report"
-bad=$(psql_db e2e_stress -c "SELECT op || ' ' || state || ' ' || sum(n) FROM stress_results WHERE state <> '00000' GROUP BY op, state")
+bad=$(psql_db e2e_stress -c "SELECT op || ' ' || state || ' ' || sum(n) FROM stress_results
+  WHERE state <> '00000' AND NOT (op = 'lifecycle' AND state IN ('09000', '23505', '22004')) GROUP BY op, state")
 [ -z "$bad" ] || fail "errors under stress: $bad"
 assert_eq "$clients" "$(psql_db e2e_stress -c "SELECT count(DISTINCT client) FROM stress_results")" "clients that finished"
 assert_eq 0 "$((d1 - d0))" "deadlocks"

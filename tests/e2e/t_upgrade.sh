@@ -37,7 +37,7 @@ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'checkout')
 \gexec
 SQL
-  "$E2E_BIN/pg_dump" -h 127.0.0.1 -p "$E2E_PORT" -U postgres --schema-only -n checkout "$copy" | grep -v '^--' | grep -v '^$'
+  "$E2E_BIN/pg_dump" -h 127.0.0.1 -p "$E2E_PORT" -U postgres --schema-only -n checkout "$copy" | grep -v -e '^--' -e '^$' -e '^\\restrict ' -e '^\\unrestrict '
   psql_db postgres -c "DROP DATABASE $copy"
 }
 rows() { # DB: digest of every row of every table, columns a version lacks left out
