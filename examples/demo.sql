@@ -25,6 +25,24 @@ FROM customers c JOIN products p ON p.organization_id = c.organization_id, (VALU
 WHERE c.email = 'Jane.Doe+acme@GMail.com';
 \set ON_ERROR_STOP on
 
+\echo '--- the lifecycle: subscribe (one call), cancel at period end, and the audit trail the trigger kept'
+SELECT create_subscription_atomic(
+  '{"status": "active", "amount": 1999, "currency": "usd", "interval": "month",
+    "current_period_start": "2026-01-01T00:00:00Z", "current_period_end": "2099-01-01T00:00:00Z"}',
+  NULL, c.id, p.id, c.organization_id, 'demo-subscribe') ->> 'subscription_id' AS subscription_id
+FROM customers c JOIN products p ON p.organization_id = c.organization_id
+WHERE c.email = 'Jane.Doe+acme@GMail.com' AND p.name = 'Acme Pro';
+SELECT r ->> 'status' AS status, r ->> 'cancel_at_period_end' AS cancel_at_period_end, r ->> 'changed' AS changed
+FROM subscriptions s, cancel_subscription_atomic(s.id, s.organization_id, true, 'switching providers') r
+WHERE s.idempotency_key = 'demo-subscribe';
+SELECT c.change_type, c.changed_by_role, c.reason, c.new_values ->> 'cancel_at_period_end' AS cancel_at_period_end
+FROM subscription_changes c JOIN subscriptions s ON s.id = c.subscription_id
+WHERE s.idempotency_key = 'demo-subscribe' ORDER BY c.created_at;
+\echo '--- a status change the state machine refuses (09000):'
+\set ON_ERROR_STOP off
+UPDATE subscriptions SET status = 'incomplete' WHERE idempotency_key = 'demo-subscribe';
+\set ON_ERROR_STOP on
+
 \echo '--- maintenance: run the jobs once (the background worker does this every 10 s here)'
 SELECT run_maintenance();
 SELECT job, last_run_at, next_run_at FROM maintenance_status();

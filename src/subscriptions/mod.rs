@@ -58,9 +58,10 @@ WITH sub AS (
   SELECT sub.organization_id, sub.id, 'created', pg_catalog.to_jsonb(sub.*), 'system', 'create_subscription_atomic'
   FROM sub
 ), trial AS (
-  INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
-  SELECT sub.organization_id, sub.customer_id, sub.product_id, sub.id, sub.trial_start, sub.trial_end
-  FROM sub WHERE $19
+  -- The trial this call claimed (TRIAL_CLAIM_SQL) now names its subscription.
+  UPDATE checkout.trial_history t SET subscription_id = sub.id
+  FROM sub WHERE $19 AND t.organization_id = sub.organization_id AND t.customer_id = sub.customer_id
+    AND t.product_id = sub.product_id AND t.subscription_id IS NULL
 ), grants AS (
   INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id, metadata)
   SELECT sub.organization_id, sub.customer_id, f.id, sub.id, f.metadata
@@ -76,6 +77,19 @@ WITH sub AS (
   FROM sub WHERE p.id = sub.product_id AND p.metrics_last_calculated_at IS NOT NULL
 )
 SELECT id FROM sub";
+
+/// A granted trial is claimed on the unique (organization, customer, product) before the
+/// subscription is written: a concurrent claim of the same trial waits here, and a trial that
+/// another call granted meanwhile (its subscription already canceled, so the pair is free) is
+/// refused instead of failing the call with a unique violation.
+const TRIAL_CLAIM_SQL: &str = "
+INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING
+RETURNING id";
+
+/// The claim of a call that wrote no subscription after all (the pair already has one).
+const TRIAL_RELEASE_SQL: &str = "DELETE FROM checkout.trial_history WHERE id = $1";
 
 const EXISTING_SQL: &str = "
 SELECT id FROM checkout.subscriptions
@@ -209,10 +223,36 @@ fn create_subscription_atomic(
             &features,
         );
 
+        let mut trial_claim: Option<Uuid> = None;
         let (status, trial_eligible, trial_reason, trial_start, trial_end) = match sub.trial_end {
             None => (sub.status.clone(), None, None, None, None),
             Some(end) => {
-                let verdict = trials::eligibility(client, customer, product, None);
+                let mut verdict = trials::eligibility(client, customer, product, None);
+                if verdict.eligible {
+                    let plan = kept(
+                        client,
+                        TRIAL_CLAIM_SQL,
+                        &[UUID, UUID, UUID, TIMESTAMPTZ, TIMESTAMPTZ],
+                        true,
+                    );
+                    let start = sub.trial_start.unwrap_or(sub.current_period_start);
+                    let claimed = ok(client.update(
+                        plan,
+                        None,
+                        &[
+                            organization.into(),
+                            customer.into(),
+                            product.into(),
+                            timestamptz(start).into(),
+                            timestamptz(end).into(),
+                        ],
+                    ));
+                    trial_claim = first_row(claimed).and_then(|row| ok(row.get::<Uuid>(1)));
+                    if trial_claim.is_none() {
+                        verdict.eligible = false;
+                        verdict.result["reason"] = "already_had_trial".into();
+                    }
+                }
                 if verdict.eligible {
                     (
                         sub.status.clone(),
@@ -310,6 +350,10 @@ fn create_subscription_atomic(
                 r
             }
             None => {
+                if let Some(claim) = trial_claim {
+                    let plan = kept(client, TRIAL_RELEASE_SQL, &[UUID], true);
+                    ok(client.update(plan, None, &[claim.into()]));
+                }
                 let plan = kept(client, EXISTING_SQL, &[UUID, UUID, UUID], false);
                 let existing = ok(client.select(
                     plan,

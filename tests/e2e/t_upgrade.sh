@@ -35,6 +35,7 @@ SELECT format('ALTER EXTENSION checkout DROP %s %s', o.type, o.identity)
 FROM pg_depend d, pg_identify_object(d.classid, d.objid, d.objsubid) o
 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'checkout')
+  AND o.type <> 'type' -- row and array types of tables (members on PostgreSQL 18) go with their table
 \gexec
 SQL
   "$E2E_BIN/pg_dump" -h 127.0.0.1 -p "$E2E_PORT" -U postgres --schema-only -n checkout "$copy" | grep -v -e '^--' -e '^$' -e '^\\restrict ' -e '^\\unrestrict '
