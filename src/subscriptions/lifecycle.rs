@@ -1320,6 +1320,32 @@ mod tests {
     }
 
     #[pg_test]
+    fn lifecycle_ignores_objects_planted_in_the_search_path() {
+        fixture();
+        Spi::run("CREATE SCHEMA evil;
+                  CREATE TABLE evil.subscriptions (LIKE checkout.subscriptions);
+                  CREATE TABLE evil.subscription_changes (LIKE checkout.subscription_changes);
+                  CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT ''2000-01-01''::timestamptz';
+                  CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS 'SELECT ''{}''::jsonb';
+                  SET LOCAL search_path = evil, checkout, public;").unwrap();
+        let r = call("cancel_subscription_atomic", "");
+        assert_eq!(r["status"], "canceled");
+        assert_ne!(r["canceled_at"], "2000-01-01T00:00:00+00:00");
+        // A direct update through the triggers, under the same search_path.
+        Spi::run(&format!(
+            "UPDATE checkout.subscriptions SET metadata = '{{\"x\": 1}}' WHERE id = {SUB}"
+        ))
+        .unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM evil.subscriptions")
+                + count("SELECT count(*) FROM evil.subscription_changes"),
+            0
+        );
+        assert_eq!(audit(), "created cancelled updated");
+        assert_eq!(text(&format!("SELECT new_values::text FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type = 'updated'")), "{\"metadata\": {\"x\": 1}}");
+    }
+
+    #[pg_test]
     fn lifecycle_functions_need_the_grant() {
         fixture();
         Spi::run("CREATE ROLE ck_lc_nobody; GRANT USAGE ON SCHEMA checkout, checkout_test TO ck_lc_nobody; SET LOCAL ROLE ck_lc_nobody").unwrap();
