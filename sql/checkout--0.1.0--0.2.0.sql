@@ -19,6 +19,14 @@ ALTER TABLE checkout.subscription_changes ADD COLUMN changed_by_role text;
 COMMENT ON COLUMN checkout.subscription_changes.changed_by_role IS 'The database role that made the change (the caller of a checkout function, not its owner); NULL in rows written before 0.2.0.';
 COMMENT ON COLUMN checkout.subscription_changes.change_type IS 'created, updated (direct SQL), cancelled, reactivated, expired, upgraded, downgraded, renewed, past_due, converted (trial became paid) or deleted.';
 
+-- From now on a trigger keeps the customer counters whatever the path; 0.1.0 kept them only in
+-- create_subscription_atomic, so start from a recount (no row changes where they were right).
+UPDATE checkout.customers c SET subscription_count = r.n, has_active_subscription = r.active
+FROM (SELECT k.id, count(s.id) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
+      FROM checkout.customers k LEFT JOIN checkout.subscriptions s ON s.customer_id = k.id
+      GROUP BY k.id) r
+WHERE r.id = c.id AND (c.subscription_count, c.has_active_subscription) IS DISTINCT FROM (r.n::integer, r.active);
+
 -- New native functions (as cargo pgrx generates them).
 CREATE  FUNCTION "invoking_role"() RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE

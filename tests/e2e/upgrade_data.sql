@@ -19,3 +19,12 @@ SELECT checkout.create_subscription_atomic(
   NULL, (SELECT id FROM checkout.customers WHERE external_id = 'ext-2'), 'b0000000-0000-0000-0000-0000000000a2',
   'a0000000-0000-0000-0000-000000000001');
 SELECT checkout.record_webhook_event('a0000000-0000-0000-0000-000000000001', 'evt_1', 'invoice.paid', '{"id": "evt_1"}', now());
+
+-- Direct SQL that 0.1.0 did not count (the update recounts): a subscription without the function.
+INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval,
+    current_period_start, current_period_end)
+SELECT 'a0000000-0000-0000-0000-000000000001', id, 'b0000000-0000-0000-0000-0000000000a2', 'canceled', 100, 'usd', 'month',
+       now() - interval '2 months', now() - interval '1 month'
+FROM checkout.customers WHERE external_id = 'ext-1';
+INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values)
+SELECT organization_id, id, 'created', to_jsonb(s) FROM checkout.subscriptions s WHERE status = 'canceled';
