@@ -1,6 +1,9 @@
 -- A short tour of checkout (run by scripts/run). Safe to re-run.
 \set ON_ERROR_STOP on
 CREATE EXTENSION IF NOT EXISTS checkout;
+-- A database from an earlier run may hold an older release: bring it to the installed one.
+ALTER EXTENSION checkout UPDATE;
+SELECT extversion AS checkout_version FROM pg_extension WHERE extname = 'checkout';
 SET search_path = checkout, public;
 
 INSERT INTO organizations (name, slug) VALUES ('Acme Inc', 'acme') ON CONFLICT (slug) DO NOTHING;
