@@ -27,6 +27,35 @@ FROM (SELECT k.id, count(s.id) AS n, coalesce(bool_or(s.status IN ('active', 'tr
       GROUP BY k.id) r
 WHERE r.id = c.id AND (c.subscription_count, c.has_active_subscription) IS DISTINCT FROM (r.n::integer, r.active);
 
+-- 0.1.0 let status changes happen by direct SQL, unaudited and with grants left in force. The
+-- invariants of 0.2.0 hold from the start: the update records what 0.1.0 did not, once.
+-- Ended subscriptions hold no pending cancellation and no grant in force,
+UPDATE checkout.subscriptions SET cancel_at_period_end = false
+WHERE cancel_at_period_end AND status IN ('canceled', 'expired');
+UPDATE checkout.feature_grants g SET revoked_at = GREATEST(now(), g.granted_at)
+FROM checkout.subscriptions s
+WHERE s.id = g.subscription_id AND s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL;
+-- every subscription has its 'created' row, and a last audited status that is its status,
+INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values, reason, created_at)
+SELECT s.organization_id, s.id, 'created', to_jsonb(s), 'recorded by the update to 0.2.0', clock_timestamp()
+FROM checkout.subscriptions s
+WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created');
+INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values, reason, created_at)
+SELECT s.organization_id, s.id, 'updated', jsonb_build_object('status', s.status), 'recorded by the update to 0.2.0',
+       clock_timestamp()
+FROM checkout.subscriptions s
+WHERE s.status IS DISTINCT FROM (
+  SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
+  WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1);
+-- and every trialing subscription its trial (unless the pair already had one).
+INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
+SELECT s.organization_id, s.customer_id, s.product_id, s.id,
+       least(coalesce(s.trial_start, s.created_at), coalesce(s.trial_end, s.current_period_end)),
+       coalesce(s.trial_end, s.current_period_end)
+FROM checkout.subscriptions s
+WHERE s.status = 'trialing' AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
+ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING;
+
 -- New native functions (as cargo pgrx generates them).
 CREATE  FUNCTION "invoking_role"() RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE
@@ -173,14 +202,18 @@ ALTER FUNCTION checkout.end_subscription_trial(uuid, uuid, boolean, uuid, text) 
 --    otherwise); a subscription never moves to another customer or organization; entering
 --    canceled/expired stamps canceled_at/ended_at; a reactivation clears them.
 --  * audit (AFTER INSERT/UPDATE/DELETE): one subscription_changes row per change, the customer's
---    counters, feature grants revoked when the subscription ends (restored on reactivation), the
---    trial converted, the product's metrics cache cleared.
+--    counters, feature grants revoked when the subscription ends (restored on reactivation), one
+--    trial per customer and product, the trial converted, the product's metrics cache cleared.
+-- Both are SECURITY DEFINER: a role allowed to update subscriptions needs no privilege on the
+-- tables they keep (and cannot forge audit rows); invoking_role() still names that role.
+-- Row locks are taken customer first, then product, on every path (create_subscription_atomic's
+-- statement too), so concurrent writers queue instead of deadlocking.
 
 -- The database role behind a change (outside SECURITY DEFINER functions).
 ALTER TABLE checkout.subscription_changes ALTER COLUMN changed_by_role SET DEFAULT checkout.invoking_role();
 
 CREATE FUNCTION checkout.guard_subscription_update() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NEW.organization_id <> OLD.organization_id OR NEW.customer_id <> OLD.customer_id THEN
     RAISE EXCEPTION 'a subscription cannot move to another customer or organization'
@@ -213,12 +246,15 @@ BEGIN
       NEW.cancellation_reason := NULL;
     END IF;
   END IF;
+  IF NEW.status IN ('canceled', 'expired') THEN
+    NEW.cancel_at_period_end := false; -- nothing left to cancel
+  END IF;
   NEW.updated_at := now();
   RETURN NEW;
 END $$;
 
 CREATE FUNCTION checkout.audit_subscription_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_context jsonb := checkout.subscription_change_context();
   v_actor text := coalesce(v_context->>'changed_by', nullif(current_setting('checkout.actor', true), ''));
@@ -287,9 +323,11 @@ BEGIN
     WHERE c.id = v_row.customer_id;
   END IF;
 
-  -- One trial per (organization, customer, product), whatever the path: entering trialing records
-  -- the trial, or takes over a trial whose subscription was deleted; a second trial is refused.
-  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing' AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing') THEN
+  -- One trial per (organization, customer, product), whatever the path: entering trialing (or
+  -- moving to another product while trialing) records the trial, or takes over a trial whose
+  -- subscription was deleted; a second trial is refused.
+  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing'
+     AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing' OR OLD.product_id <> NEW.product_id) THEN
     INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
     VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
             least(coalesce(NEW.trial_start, now()), coalesce(NEW.trial_end, NEW.current_period_end)),
@@ -315,10 +353,10 @@ BEGIN
     END IF;
     IF OLD.status = 'trialing' AND NEW.status = 'active' THEN
       UPDATE checkout.trial_history SET converted = true, conversion_date = now(), updated_at = now()
-      WHERE subscription_id = NEW.id;
+      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
     ELSIF OLD.status = 'trialing' AND NEW.status IN ('canceled', 'expired') THEN
       UPDATE checkout.trial_history SET cancellation_reason = coalesce(NEW.cancellation_reason, NEW.status), updated_at = now()
-      WHERE subscription_id = NEW.id;
+      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
     END IF;
   END IF;
   IF TG_OP <> 'UPDATE' OR NEW.status IS DISTINCT FROM OLD.status OR NEW.product_id <> OLD.product_id
@@ -344,13 +382,21 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
 AS $$
 DECLARE
+  v_due uuid[];
   v_count integer;
 BEGIN
-  WITH due AS (
+  SELECT array_agg(id) INTO v_due FROM (
     SELECT id FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now()
-    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.subscriptions s SET status = 'canceled' FROM due WHERE s.id = due.id;
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED) due;
+  -- The rows the triggers will touch, locked customers first, then products, each in id order:
+  -- the order single calls take them in, so a batch and a call cannot deadlock.
+  PERFORM 1 FROM checkout.customers c
+  WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR UPDATE;
+  PERFORM 1 FROM checkout.products p
+  WHERE p.id IN (SELECT s.product_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due))
+    AND p.metrics_last_calculated_at IS NOT NULL ORDER BY p.id FOR UPDATE;
+  UPDATE checkout.subscriptions s SET status = 'canceled' WHERE s.id = ANY (v_due);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END $$;

@@ -4,14 +4,18 @@
 --    otherwise); a subscription never moves to another customer or organization; entering
 --    canceled/expired stamps canceled_at/ended_at; a reactivation clears them.
 --  * audit (AFTER INSERT/UPDATE/DELETE): one subscription_changes row per change, the customer's
---    counters, feature grants revoked when the subscription ends (restored on reactivation), the
---    trial converted, the product's metrics cache cleared.
+--    counters, feature grants revoked when the subscription ends (restored on reactivation), one
+--    trial per customer and product, the trial converted, the product's metrics cache cleared.
+-- Both are SECURITY DEFINER: a role allowed to update subscriptions needs no privilege on the
+-- tables they keep (and cannot forge audit rows); invoking_role() still names that role.
+-- Row locks are taken customer first, then product, on every path (create_subscription_atomic's
+-- statement too), so concurrent writers queue instead of deadlocking.
 
 -- The database role behind a change (outside SECURITY DEFINER functions).
 ALTER TABLE checkout.subscription_changes ALTER COLUMN changed_by_role SET DEFAULT checkout.invoking_role();
 
 CREATE FUNCTION checkout.guard_subscription_update() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NEW.organization_id <> OLD.organization_id OR NEW.customer_id <> OLD.customer_id THEN
     RAISE EXCEPTION 'a subscription cannot move to another customer or organization'
@@ -44,12 +48,15 @@ BEGIN
       NEW.cancellation_reason := NULL;
     END IF;
   END IF;
+  IF NEW.status IN ('canceled', 'expired') THEN
+    NEW.cancel_at_period_end := false; -- nothing left to cancel
+  END IF;
   NEW.updated_at := now();
   RETURN NEW;
 END $$;
 
 CREATE FUNCTION checkout.audit_subscription_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_context jsonb := checkout.subscription_change_context();
   v_actor text := coalesce(v_context->>'changed_by', nullif(current_setting('checkout.actor', true), ''));
@@ -118,9 +125,11 @@ BEGIN
     WHERE c.id = v_row.customer_id;
   END IF;
 
-  -- One trial per (organization, customer, product), whatever the path: entering trialing records
-  -- the trial, or takes over a trial whose subscription was deleted; a second trial is refused.
-  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing' AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing') THEN
+  -- One trial per (organization, customer, product), whatever the path: entering trialing (or
+  -- moving to another product while trialing) records the trial, or takes over a trial whose
+  -- subscription was deleted; a second trial is refused.
+  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing'
+     AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing' OR OLD.product_id <> NEW.product_id) THEN
     INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
     VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
             least(coalesce(NEW.trial_start, now()), coalesce(NEW.trial_end, NEW.current_period_end)),
@@ -146,10 +155,10 @@ BEGIN
     END IF;
     IF OLD.status = 'trialing' AND NEW.status = 'active' THEN
       UPDATE checkout.trial_history SET converted = true, conversion_date = now(), updated_at = now()
-      WHERE subscription_id = NEW.id;
+      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
     ELSIF OLD.status = 'trialing' AND NEW.status IN ('canceled', 'expired') THEN
       UPDATE checkout.trial_history SET cancellation_reason = coalesce(NEW.cancellation_reason, NEW.status), updated_at = now()
-      WHERE subscription_id = NEW.id;
+      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
     END IF;
   END IF;
   IF TG_OP <> 'UPDATE' OR NEW.status IS DISTINCT FROM OLD.status OR NEW.product_id <> OLD.product_id
@@ -175,13 +184,21 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
 AS $$
 DECLARE
+  v_due uuid[];
   v_count integer;
 BEGIN
-  WITH due AS (
+  SELECT array_agg(id) INTO v_due FROM (
     SELECT id FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now()
-    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.subscriptions s SET status = 'canceled' FROM due WHERE s.id = due.id;
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED) due;
+  -- The rows the triggers will touch, locked customers first, then products, each in id order:
+  -- the order single calls take them in, so a batch and a call cannot deadlock.
+  PERFORM 1 FROM checkout.customers c
+  WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR UPDATE;
+  PERFORM 1 FROM checkout.products p
+  WHERE p.id IN (SELECT s.product_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due))
+    AND p.metrics_last_calculated_at IS NOT NULL ORDER BY p.id FOR UPDATE;
+  UPDATE checkout.subscriptions s SET status = 'canceled' WHERE s.id = ANY (v_due);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END $$;

@@ -4,7 +4,7 @@
 //! has no context: its changes are recorded as `updated`, by the `checkout.actor` setting or the
 //! database role.
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::{is_a, JsonB, PgList, Uuid};
 use serde_json::json;
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -63,21 +63,37 @@ fn invoking_role() -> Option<String> {
 }
 
 /// Whether the subscriptions audit trigger has nothing to do for this row: the calling checkout
-/// function audits itself, or the rows arrive by COPY, which is how pg_dump restores them (the
-/// dump carries their audit rows and counters).
+/// function audits itself, or the rows are loaded by `COPY ... subscriptions FROM`, which is how
+/// pg_restore reloads them (the dump carries their audit rows and counters). Only the statement
+/// the client sent counts: a COPY of a query, or a COPY run inside a function, is audited.
 #[pg_extern(volatile)]
 fn subscription_audit_skipped() -> bool {
-    if CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.self_audited)) {
-        return true;
+    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.self_audited)) || restoring()
+}
+
+/// The client's statement (the active portal's only statement) is `COPY subscriptions FROM`.
+fn restoring() -> bool {
+    // SAFETY: ActivePortal is the portal the backend is running, or NULL; its statements are
+    // PlannedStmt nodes, a utility one carrying the parsed CopyStmt.
+    unsafe {
+        let portal = pg_sys::ActivePortal;
+        if portal.is_null() {
+            return false;
+        }
+        let stmts = PgList::<pg_sys::PlannedStmt>::from_pg((*portal).stmts);
+        let (1, Some(stmt)) = (stmts.len(), stmts.head()) else {
+            return false;
+        };
+        let utility = (*stmt).utilityStmt;
+        if utility.is_null() || !is_a(utility, pg_sys::NodeTag::T_CopyStmt) {
+            return false;
+        }
+        let copy = utility as *mut pg_sys::CopyStmt;
+        if !(*copy).is_from || (*copy).relation.is_null() || (*(*copy).relation).relname.is_null() {
+            return false;
+        }
+        CStr::from_ptr((*(*copy).relation).relname).to_bytes() == b"subscriptions"
     }
-    // SAFETY: debug_query_string is the top-level statement text, or NULL.
-    let query = unsafe { pg_sys::debug_query_string };
-    if query.is_null() {
-        return false;
-    }
-    let query = unsafe { CStr::from_ptr(query) }.to_bytes();
-    let start = query.trim_ascii_start();
-    start.len() >= 4 && start[..4].eq_ignore_ascii_case(b"copy")
 }
 
 /// The running function's context for the trigger, NULL when there is none (direct SQL).

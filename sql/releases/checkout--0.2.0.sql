@@ -468,118 +468,6 @@ SELECT pg_catalog.pg_extension_config_dump('checkout.reconciliation_queue', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/refunds.rs:5
--- requires:
---   schema
-
--- Refunds (issue 7, part): recorded idempotently on the provider's refund id, never more than the
--- payment, in the payment's currency; status moves pending -> succeeded | failed | canceled only,
--- enforced by a trigger, whoever updates the row.
-
-CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  IF NEW.status IS DISTINCT FROM OLD.status AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
-    RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
-      USING ERRCODE = 'triggered_action_exception',
-            DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
-            HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
-  END IF;
-  IF NEW.status = 'succeeded' AND OLD.status <> 'succeeded' THEN
-    NEW.completed_at := coalesce(NEW.completed_at, now());
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER refunds_guard_status BEFORE UPDATE OF status ON checkout.refunds
-  FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
-
-CREATE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
-  p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',
-  p_subscription_id uuid DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_payment checkout.payment_intents;
-  v_existing checkout.refunds;
-  v_refunded bigint;
-  v_id uuid;
-  v_currency text := lower(p_currency);
-BEGIN
-  IF p_organization_id IS NULL OR p_payment_intent_id IS NULL OR p_stripe_refund_id IS NULL OR p_amount IS NULL
-     OR p_currency IS NULL THEN
-    RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
-      USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = '' OR length(p_reason) > 100
-     OR (p_initiated_by IS NOT NULL AND p_initiated_by NOT IN ('automatic', 'manual', 'customer_request')) THEN
-    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, reason at most 100 characters, initiated_by automatic, manual or customer_request'
-      USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = format('amount: %s, currency: %s, reason length: %s, initiated_by: %s', p_amount, p_currency,
-                            length(p_reason), p_initiated_by);
-  END IF;
-  -- The payment's row lock serializes refunds of one payment, so the total check holds.
-  SELECT * INTO v_payment FROM checkout.payment_intents
-  WHERE organization_id = p_organization_id AND stripe_payment_intent_id = p_payment_intent_id
-  FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'payment intent not found in organization' USING ERRCODE = 'no_data_found',
-      DETAIL = format('payment_intent_id: %s, organization_id: %s', p_payment_intent_id, p_organization_id);
-  END IF;
-  SELECT * INTO v_existing FROM checkout.refunds WHERE stripe_refund_id = p_stripe_refund_id;
-  IF FOUND THEN
-    IF v_existing.organization_id <> p_organization_id OR v_existing.payment_intent_id <> p_payment_intent_id
-       OR v_existing.amount <> p_amount OR v_existing.currency <> v_currency THEN
-      RAISE EXCEPTION 'refund id already recorded with other values' USING ERRCODE = 'unique_violation',
-        DETAIL = format('stripe_refund_id: %s, refund_id: %s', p_stripe_refund_id, v_existing.id);
-    END IF;
-    RETURN jsonb_build_object('refund_id', v_existing.id, 'status', v_existing.status, 'duplicate', true);
-  END IF;
-  IF v_currency <> v_payment.currency THEN
-    RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'invalid_parameter_value',
-      DETAIL = format('refund: %s, payment %s: %s', v_currency, p_payment_intent_id, v_payment.currency);
-  END IF;
-  SELECT coalesce(sum(amount), 0) INTO v_refunded FROM checkout.refunds
-  WHERE organization_id = p_organization_id AND payment_intent_id = p_payment_intent_id
-    AND status IN ('pending', 'succeeded');
-  IF v_refunded + p_amount > v_payment.amount THEN
-    RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
-      DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
-                      p_payment_intent_id, v_payment.amount, v_refunded, p_amount),
-      HINT = 'Refund at most the remaining amount.';
-  END IF;
-  INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, subscription_id, amount, currency,
-                                reason, status, initiated_by)
-  VALUES (p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_subscription_id, p_amount, v_currency,
-          p_reason, 'pending', p_initiated_by)
-  RETURNING id INTO v_id;
-  RETURN jsonb_build_object('refund_id', v_id, 'status', 'pending', 'duplicate', false,
-                            'refunded_total', v_refunded + p_amount, 'payment_amount', v_payment.amount);
-END $$;
-
--- The provider's verdict on a refund. Repeating the current status is a no-op (webhook redelivery).
-CREATE FUNCTION checkout.update_refund_status(p_organization_id uuid, p_stripe_refund_id text, p_status text)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_row checkout.refunds;
-BEGIN
-  IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
-    RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  UPDATE checkout.refunds SET status = p_status
-  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id
-  RETURNING * INTO v_row;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'refund not found in organization' USING ERRCODE = 'no_data_found',
-      DETAIL = format('stripe_refund_id: %s, organization_id: %s', p_stripe_refund_id, p_organization_id);
-  END IF;
-  RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
-END $$;
-
-REVOKE ALL ON FUNCTION checkout.record_refund(uuid, text, text, bigint, text, text, text, uuid),
-  checkout.update_refund_status(uuid, text, text) FROM PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/schema.rs:6
 -- requires:
 --   schema
@@ -1039,6 +927,118 @@ REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, ti
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/refunds.rs:5
+-- requires:
+--   schema
+
+-- Refunds (issue 7, part): recorded idempotently on the provider's refund id, never more than the
+-- payment, in the payment's currency; status moves pending -> succeeded | failed | canceled only,
+-- enforced by a trigger, whoever updates the row.
+
+CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NEW.status IS DISTINCT FROM OLD.status AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
+    RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
+      USING ERRCODE = 'triggered_action_exception',
+            DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
+            HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
+  END IF;
+  IF NEW.status = 'succeeded' AND OLD.status <> 'succeeded' THEN
+    NEW.completed_at := coalesce(NEW.completed_at, now());
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refunds_guard_status BEFORE UPDATE OF status ON checkout.refunds
+  FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
+
+CREATE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
+  p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',
+  p_subscription_id uuid DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_payment checkout.payment_intents;
+  v_existing checkout.refunds;
+  v_refunded bigint;
+  v_id uuid;
+  v_currency text := lower(p_currency);
+BEGIN
+  IF p_organization_id IS NULL OR p_payment_intent_id IS NULL OR p_stripe_refund_id IS NULL OR p_amount IS NULL
+     OR p_currency IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = '' OR length(p_reason) > 100
+     OR (p_initiated_by IS NOT NULL AND p_initiated_by NOT IN ('automatic', 'manual', 'customer_request')) THEN
+    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, reason at most 100 characters, initiated_by automatic, manual or customer_request'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('amount: %s, currency: %s, reason length: %s, initiated_by: %s', p_amount, p_currency,
+                            length(p_reason), p_initiated_by);
+  END IF;
+  -- The payment's row lock serializes refunds of one payment, so the total check holds.
+  SELECT * INTO v_payment FROM checkout.payment_intents
+  WHERE organization_id = p_organization_id AND stripe_payment_intent_id = p_payment_intent_id
+  FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'payment intent not found in organization' USING ERRCODE = 'no_data_found',
+      DETAIL = format('payment_intent_id: %s, organization_id: %s', p_payment_intent_id, p_organization_id);
+  END IF;
+  SELECT * INTO v_existing FROM checkout.refunds WHERE stripe_refund_id = p_stripe_refund_id;
+  IF FOUND THEN
+    IF v_existing.organization_id <> p_organization_id OR v_existing.payment_intent_id <> p_payment_intent_id
+       OR v_existing.amount <> p_amount OR v_existing.currency <> v_currency THEN
+      RAISE EXCEPTION 'refund id already recorded with other values' USING ERRCODE = 'unique_violation',
+        DETAIL = format('stripe_refund_id: %s, refund_id: %s', p_stripe_refund_id, v_existing.id);
+    END IF;
+    RETURN jsonb_build_object('refund_id', v_existing.id, 'status', v_existing.status, 'duplicate', true);
+  END IF;
+  IF v_currency <> v_payment.currency THEN
+    RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = format('refund: %s, payment %s: %s', v_currency, p_payment_intent_id, v_payment.currency);
+  END IF;
+  SELECT coalesce(sum(amount), 0) INTO v_refunded FROM checkout.refunds
+  WHERE organization_id = p_organization_id AND payment_intent_id = p_payment_intent_id
+    AND status IN ('pending', 'succeeded');
+  IF v_refunded + p_amount > v_payment.amount THEN
+    RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
+      DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
+                      p_payment_intent_id, v_payment.amount, v_refunded, p_amount),
+      HINT = 'Refund at most the remaining amount.';
+  END IF;
+  INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, subscription_id, amount, currency,
+                                reason, status, initiated_by)
+  VALUES (p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_subscription_id, p_amount, v_currency,
+          p_reason, 'pending', p_initiated_by)
+  RETURNING id INTO v_id;
+  RETURN jsonb_build_object('refund_id', v_id, 'status', 'pending', 'duplicate', false,
+                            'refunded_total', v_refunded + p_amount, 'payment_amount', v_payment.amount);
+END $$;
+
+-- The provider's verdict on a refund. Repeating the current status is a no-op (webhook redelivery).
+CREATE FUNCTION checkout.update_refund_status(p_organization_id uuid, p_stripe_refund_id text, p_status text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_row checkout.refunds;
+BEGIN
+  IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
+    RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.refunds SET status = p_status
+  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id
+  RETURNING * INTO v_row;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'refund not found in organization' USING ERRCODE = 'no_data_found',
+      DETAIL = format('stripe_refund_id: %s, organization_id: %s', p_stripe_refund_id, p_organization_id);
+  END IF;
+  RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
+END $$;
+
+REVOKE ALL ON FUNCTION checkout.record_refund(uuid, text, text, bigint, text, text, text, uuid),
+  checkout.update_refund_status(uuid, text, text) FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/subscriptions/lifecycle.rs:317
 -- checkout::subscriptions::lifecycle::cancel_subscription_atomic
 CREATE  FUNCTION "cancel_subscription_atomic"(
@@ -1092,7 +1092,7 @@ AS 'MODULE_PATHNAME', 'check_trial_eligibility_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/mod.rs:155
+-- src/subscriptions/mod.rs:158
 -- checkout::subscriptions::create_subscription_atomic
 CREATE  FUNCTION "create_subscription_atomic"(
 	"p_subscription" jsonb, /* Option < JsonB > */
@@ -1109,7 +1109,7 @@ AS 'MODULE_PATHNAME', 'create_subscription_atomic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/mod.rs:374
+-- src/subscriptions/mod.rs:377
 -- requires:
 --   create_subscription_atomic
 
@@ -1347,7 +1347,7 @@ ALTER FUNCTION checkout.end_subscription_trial(uuid, uuid, boolean, uuid, text) 
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/audit.rs:68
+-- src/audit.rs:69
 -- checkout::audit::subscription_audit_skipped
 CREATE  FUNCTION "subscription_audit_skipped"() RETURNS bool /* bool */
 STRICT VOLATILE
@@ -1356,7 +1356,7 @@ AS 'MODULE_PATHNAME', 'subscription_audit_skipped_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/audit.rs:84
+-- src/audit.rs:100
 -- checkout::audit::subscription_change_context
 CREATE  FUNCTION "subscription_change_context"() RETURNS jsonb /* Option < JsonB > */
 STRICT VOLATILE
@@ -1404,14 +1404,18 @@ AS 'MODULE_PATHNAME', 'subscription_transitions_wrapper';
 --    otherwise); a subscription never moves to another customer or organization; entering
 --    canceled/expired stamps canceled_at/ended_at; a reactivation clears them.
 --  * audit (AFTER INSERT/UPDATE/DELETE): one subscription_changes row per change, the customer's
---    counters, feature grants revoked when the subscription ends (restored on reactivation), the
---    trial converted, the product's metrics cache cleared.
+--    counters, feature grants revoked when the subscription ends (restored on reactivation), one
+--    trial per customer and product, the trial converted, the product's metrics cache cleared.
+-- Both are SECURITY DEFINER: a role allowed to update subscriptions needs no privilege on the
+-- tables they keep (and cannot forge audit rows); invoking_role() still names that role.
+-- Row locks are taken customer first, then product, on every path (create_subscription_atomic's
+-- statement too), so concurrent writers queue instead of deadlocking.
 
 -- The database role behind a change (outside SECURITY DEFINER functions).
 ALTER TABLE checkout.subscription_changes ALTER COLUMN changed_by_role SET DEFAULT checkout.invoking_role();
 
 CREATE FUNCTION checkout.guard_subscription_update() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NEW.organization_id <> OLD.organization_id OR NEW.customer_id <> OLD.customer_id THEN
     RAISE EXCEPTION 'a subscription cannot move to another customer or organization'
@@ -1444,12 +1448,15 @@ BEGIN
       NEW.cancellation_reason := NULL;
     END IF;
   END IF;
+  IF NEW.status IN ('canceled', 'expired') THEN
+    NEW.cancel_at_period_end := false; -- nothing left to cancel
+  END IF;
   NEW.updated_at := now();
   RETURN NEW;
 END $$;
 
 CREATE FUNCTION checkout.audit_subscription_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_context jsonb := checkout.subscription_change_context();
   v_actor text := coalesce(v_context->>'changed_by', nullif(current_setting('checkout.actor', true), ''));
@@ -1518,9 +1525,11 @@ BEGIN
     WHERE c.id = v_row.customer_id;
   END IF;
 
-  -- One trial per (organization, customer, product), whatever the path: entering trialing records
-  -- the trial, or takes over a trial whose subscription was deleted; a second trial is refused.
-  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing' AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing') THEN
+  -- One trial per (organization, customer, product), whatever the path: entering trialing (or
+  -- moving to another product while trialing) records the trial, or takes over a trial whose
+  -- subscription was deleted; a second trial is refused.
+  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing'
+     AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing' OR OLD.product_id <> NEW.product_id) THEN
     INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
     VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
             least(coalesce(NEW.trial_start, now()), coalesce(NEW.trial_end, NEW.current_period_end)),
@@ -1546,10 +1555,10 @@ BEGIN
     END IF;
     IF OLD.status = 'trialing' AND NEW.status = 'active' THEN
       UPDATE checkout.trial_history SET converted = true, conversion_date = now(), updated_at = now()
-      WHERE subscription_id = NEW.id;
+      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
     ELSIF OLD.status = 'trialing' AND NEW.status IN ('canceled', 'expired') THEN
       UPDATE checkout.trial_history SET cancellation_reason = coalesce(NEW.cancellation_reason, NEW.status), updated_at = now()
-      WHERE subscription_id = NEW.id;
+      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
     END IF;
   END IF;
   IF TG_OP <> 'UPDATE' OR NEW.status IS DISTINCT FROM OLD.status OR NEW.product_id <> OLD.product_id
@@ -1575,13 +1584,21 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
 AS $$
 DECLARE
+  v_due uuid[];
   v_count integer;
 BEGIN
-  WITH due AS (
+  SELECT array_agg(id) INTO v_due FROM (
     SELECT id FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now()
-    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.subscriptions s SET status = 'canceled' FROM due WHERE s.id = due.id;
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED) due;
+  -- The rows the triggers will touch, locked customers first, then products, each in id order:
+  -- the order single calls take them in, so a batch and a call cannot deadlock.
+  PERFORM 1 FROM checkout.customers c
+  WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR UPDATE;
+  PERFORM 1 FROM checkout.products p
+  WHERE p.id IN (SELECT s.product_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due))
+    AND p.metrics_last_calculated_at IS NOT NULL ORDER BY p.id FOR UPDATE;
+  UPDATE checkout.subscriptions s SET status = 'canceled' WHERE s.id = ANY (v_due);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END $$;

@@ -1346,6 +1346,52 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_role_that_may_only_update_subscriptions_is_audited_by_name() {
+        fixture();
+        Spi::run(
+            "CREATE ROLE ck_ops; GRANT USAGE ON SCHEMA checkout, checkout_test TO ck_ops;
+                  GRANT SELECT, UPDATE ON checkout.subscriptions TO ck_ops; SET LOCAL ROLE ck_ops",
+        )
+        .unwrap();
+        // The triggers keep the audit, grants and counters with their own rights.
+        Spi::run(&format!(
+            "UPDATE checkout.subscriptions SET status = 'canceled' WHERE id = {SUB}"
+        ))
+        .unwrap();
+        // ...and the role cannot write the trail itself.
+        assert_eq!(sqlstate_of(&format!("INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type) VALUES ({ORG}, {SUB}, 'updated')")), "42501");
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(text(&format!("SELECT change_type || ' ' || changed_by_role FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type <> 'created'")), "updated ck_ops");
+        assert_eq!((grants(), active_flag()), ("a1-".into(), "false 1".into()));
+    }
+
+    #[pg_test]
+    fn a_plan_change_during_a_trial_takes_the_new_products_trial() {
+        fixture();
+        let trial = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2099-01-15T00:00:00Z\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', {ORG})"));
+        let id = trial["subscription_id"].as_str().unwrap().to_owned();
+        let moved = json(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', {ORG}, 'b0000000-0000-0000-0000-0000000000a2', 2000)"));
+        assert_eq!(moved["status"], "trialing");
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM checkout.trial_history WHERE subscription_id = '{id}'"
+            )),
+            2
+        );
+        // Back to the first product: that trial was used already (by this subscription: allowed).
+        json(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', {ORG}, 'b0000000-0000-0000-0000-0000000000a1', 2000)"));
+        // Another customer's trialing subscription cannot move onto a product whose trial it had.
+        Spi::run(&format!("UPDATE checkout.trial_history SET subscription_id = NULL WHERE subscription_id = '{id}' AND product_id = 'b0000000-0000-0000-0000-0000000000a2'")).unwrap();
+        Spi::run(&format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end) SELECT {ORG}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', {SUB}, now(), now() ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id")).unwrap();
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', {ORG}, 'b0000000-0000-0000-0000-0000000000a2', 2000)")), "09000");
+        let converted = json(&format!(
+            "SELECT checkout.end_subscription_trial('{id}', {ORG}, true)"
+        ));
+        assert_eq!(converted["status"], "active");
+        assert_eq!(text(&format!("SELECT string_agg(right(product_id::text, 2) || ':' || converted, ' ' ORDER BY product_id) FROM checkout.trial_history WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'")), "a1:true a2:false");
+    }
+
+    #[pg_test]
     fn lifecycle_functions_need_the_grant() {
         fixture();
         Spi::run("CREATE ROLE ck_lc_nobody; GRANT USAGE ON SCHEMA checkout, checkout_test TO ck_lc_nobody; SET LOCAL ROLE ck_lc_nobody").unwrap();

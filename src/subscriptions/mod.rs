@@ -71,10 +71,13 @@ WITH sub AS (
   SET has_active_subscription = c.has_active_subscription OR sub.status IN ('active', 'trialing'),
       subscription_count = c.subscription_count + 1, updated_at = pg_catalog.now()
   FROM sub WHERE c.id = sub.customer_id
+  RETURNING sub.product_id
 ), product AS (
-  -- Only when set: an UPDATE that changes nothing would still lock the product row.
+  -- Fed by the customer step, so the customer row is locked before the product row, the order
+  -- every path takes (sql/lifecycle.sql). Only when set: an UPDATE that changes nothing would
+  -- still lock the product row.
   UPDATE checkout.products p SET metrics_last_calculated_at = NULL
-  FROM sub WHERE p.id = sub.product_id AND p.metrics_last_calculated_at IS NOT NULL
+  FROM customer WHERE p.id = customer.product_id AND p.metrics_last_calculated_at IS NOT NULL
 )
 SELECT id FROM sub";
 

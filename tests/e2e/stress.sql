@@ -11,7 +11,7 @@ DECLARE
   v_c int; v_p int; v_id uuid;
 BEGIN
   WHILE clock_timestamp() < v_end LOOP
-    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue', 'lifecycle', 'lifecycle'])[1 + floor(random() * 7)::int];
+    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue', 'lifecycle', 'lifecycle', 'maintenance'])[1 + floor(random() * 8)::int];
     v_c := 1 + floor(random() * 3)::int;
     v_p := 1 + floor(random() * 2)::int;
     BEGIN
@@ -49,6 +49,10 @@ BEGIN
         WHEN 5 THEN PERFORM checkout.expire_subscription(v_id, 'a0000000-0000-0000-0000-000000000001');
         ELSE PERFORM checkout.end_subscription_trial(v_id, 'a0000000-0000-0000-0000-000000000001', random() < 0.7);
         END CASE;
+      WHEN 'maintenance' THEN
+        -- Every job, as the worker runs them: ends due pending cancellations (the hot set's periods
+        -- are over) and refreshes product metrics, so product rows are locked too.
+        PERFORM checkout.run_maintenance();
       WHEN 'queue' THEN
         PERFORM checkout.enqueue_reconciliation('stress', 'ref-' || floor(random() * 5), jsonb_build_object('c', p_client));
         FOR v_id IN SELECT id FROM checkout.claim_reconciliation(2, 'client-' || p_client) LOOP

@@ -20,11 +20,13 @@ SELECT checkout.create_subscription_atomic(
   'a0000000-0000-0000-0000-000000000001');
 SELECT checkout.record_webhook_event('a0000000-0000-0000-0000-000000000001', 'evt_1', 'invoice.paid', '{"id": "evt_1"}', now());
 
--- Direct SQL that 0.1.0 did not count (the update recounts): a subscription without the function.
+-- Direct SQL, which 0.1.0 neither counted nor audited (the update recounts and records it): a
+-- subscription inserted without the function, and a status change.
 INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval,
     current_period_start, current_period_end)
 SELECT 'a0000000-0000-0000-0000-000000000001', id, 'b0000000-0000-0000-0000-0000000000a2', 'canceled', 100, 'usd', 'month',
        now() - interval '2 months', now() - interval '1 month'
 FROM checkout.customers WHERE external_id = 'ext-1';
-INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values)
-SELECT organization_id, id, 'created', to_jsonb(s) FROM checkout.subscriptions s WHERE status = 'canceled';
+UPDATE checkout.subscriptions SET status = 'past_due' WHERE status = 'trialing';
+INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id)
+SELECT organization_id, customer_id, 'f0000000-0000-0000-0000-0000000000a1', id FROM checkout.subscriptions WHERE status = 'canceled';
