@@ -38,7 +38,6 @@ BEGIN
     END IF;
     IF NEW.status IN ('canceled', 'expired') THEN
       NEW.ended_at := coalesce(NEW.ended_at, now());
-      NEW.cancel_at_period_end := false;
       IF NEW.status = 'canceled' THEN
         NEW.canceled_at := coalesce(NEW.canceled_at, now());
       END IF;

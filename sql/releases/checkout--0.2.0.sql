@@ -468,80 +468,6 @@ SELECT pg_catalog.pg_extension_config_dump('checkout.reconciliation_queue', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/schema.rs:6
--- requires:
---   schema
-
--- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
--- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
--- fuzz and stress runs.
-CREATE FUNCTION checkout.check_invariants()
-RETURNS TABLE (invariant text, detail text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  -- every subscription has its 'created' audit row
-  SELECT 'subscription without its created audit row', s.id::text
-  FROM checkout.subscriptions s
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
-  UNION ALL
-  -- a trialing subscription has its trial recorded
-  SELECT 'trialing subscription without trial_history', s.id::text
-  FROM checkout.subscriptions s
-  WHERE s.status = 'trialing'
-    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
-  UNION ALL
-  -- at most one active or trialing subscription per (organization, customer, product)
-  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
-  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
-  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
-  UNION ALL
-  -- grants belong to the subscription's customer and organization
-  SELECT 'grant of another customer''s subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
-  WHERE s.customer_id <> g.customer_id
-  UNION ALL
-  -- the customer counters equal a recount
-  SELECT 'customer counters differ from a recount',
-         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
-                c.has_active_subscription, r.active)
-  FROM checkout.customers c
-  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
-                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
-  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
-  UNION ALL
-  -- an ended subscription grants nothing
-  SELECT 'grant in force on an ended subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
-  WHERE s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL
-  UNION ALL
-  -- every status a subscription is in was reached through an audited change
-  SELECT 'subscription status differs from its last audit row', s.id::text
-  FROM checkout.subscriptions s
-  WHERE s.status IS DISTINCT FROM (
-    SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
-    WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
-  UNION ALL
-  -- no idempotency key left half-done: checkout never commits one in 'processing'
-  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
-  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
-  UNION ALL
-  -- a completed key that answered with a subscription points at one that exists
-  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
-  FROM checkout.idempotency_keys k
-  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
-    AND (k.response->>'success')::boolean
-    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
-  UNION ALL
-  -- every customer has its current email recorded as a variant
-  SELECT 'customer email not recorded in customer_email_variants', c.id::text
-  FROM checkout.customers c
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
-                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
-$$;
-REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
-COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/maintenance.rs:14
 -- requires:
 --   schema
@@ -823,110 +749,6 @@ REVOKE ALL ON FUNCTION checkout.expire_checkout_sessions(integer), checkout.clea
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/webhooks.rs:5
--- requires:
---   schema
---   maintenance
-
--- Webhook events (issue 7, first part): each provider event stored exactly once, events of one
--- object applied in order, and a SKIP LOCKED work queue for the workers that apply them.
-
--- Stores the event; a redelivery returns {"duplicate": true}. object_id is the provider object the
--- event is about (Stripe: data.object.id). An event older than one already applied (processed) to
--- the same object is stored as 'stale' and never handed out.
-CREATE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
-  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_object text;
-  v_id uuid;
-  v_status text;
-BEGIN
-  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
-     OR p_event_created_at IS NULL THEN
-    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
-      USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
-    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
-      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
-    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
-      DETAIL = format('organization_id: %s', p_organization_id);
-  END IF;
-  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
-  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
-      SELECT 1 FROM checkout.webhook_events e
-      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
-        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
-    THEN 'stale' ELSE 'pending' END;
-  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
-  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
-  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
-  RETURNING id INTO v_id;
-  IF v_id IS NULL THEN
-    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
-    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
-    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
-  END IF;
-  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
-END $$;
-
--- Hands out up to p_batch events in provider order (event_created_at), oldest first, skipping rows
--- other workers hold. An event waits while an older event of its object is unfinished, so one
--- object's events are applied in order; one whose object already has a newer applied event
--- becomes 'stale' instead. 'deferred' events (a failed attempt) are retried.
-CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  IF p_batch IS NULL OR p_batch < 0 THEN
-    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
-  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
-    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
-                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
-                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
-  RETURN QUERY
-  WITH due AS (
-    SELECT e.id FROM checkout.webhook_events e
-    WHERE e.status IN ('pending', 'deferred')
-      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
-                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
-                        AND o.status IN ('pending', 'deferred', 'processing') AND o.event_created_at < e.event_created_at)
-    ORDER BY e.event_created_at, e.created_at
-    LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
-  FROM due WHERE e.id = due.id
-  RETURNING e.*;
-END $$;
-
-CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  WITH done AS (
-    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
-    WHERE id = p_id AND status = 'processing' RETURNING 1)
-  SELECT EXISTS (SELECT 1 FROM done)
-$$;
-
--- A failed attempt: 'deferred' (claimed again later), or 'failed' after
--- checkout.reconciliation_max_attempts attempts.
-CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  UPDATE checkout.webhook_events
-  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
-      error_message = p_error, updated_at = now()
-  WHERE id = p_id AND status = 'processing'
-  RETURNING status
-$$;
-
-REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
-  checkout.claim_webhook_events(integer), checkout.complete_webhook_event(uuid),
-  checkout.fail_webhook_event(uuid, text) FROM PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/refunds.rs:5
 -- requires:
 --   schema
@@ -1039,7 +861,185 @@ REVOKE ALL ON FUNCTION checkout.record_refund(uuid, text, text, bigint, text, te
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:317
+-- src/schema.rs:6
+-- requires:
+--   schema
+
+-- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
+-- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
+-- fuzz and stress runs.
+CREATE FUNCTION checkout.check_invariants()
+RETURNS TABLE (invariant text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  -- every subscription has its 'created' audit row
+  SELECT 'subscription without its created audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
+  UNION ALL
+  -- a trialing subscription has its trial recorded
+  SELECT 'trialing subscription without trial_history', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status = 'trialing'
+    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
+  UNION ALL
+  -- at most one active or trialing subscription per (organization, customer, product)
+  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
+  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
+  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
+  UNION ALL
+  -- grants belong to the subscription's customer and organization
+  SELECT 'grant of another customer''s subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.customer_id <> g.customer_id
+  UNION ALL
+  -- the customer counters equal a recount
+  SELECT 'customer counters differ from a recount',
+         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
+                c.has_active_subscription, r.active)
+  FROM checkout.customers c
+  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
+                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
+  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
+  UNION ALL
+  -- an ended subscription grants nothing
+  SELECT 'grant in force on an ended subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL
+  UNION ALL
+  -- every status a subscription is in was reached through an audited change
+  SELECT 'subscription status differs from its last audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status IS DISTINCT FROM (
+    SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
+    WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
+  UNION ALL
+  -- no idempotency key left half-done: checkout never commits one in 'processing'
+  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
+  UNION ALL
+  -- a completed key that answered with a subscription points at one that exists
+  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k
+  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
+    AND (k.response->>'success')::boolean
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
+  UNION ALL
+  -- every customer has its current email recorded as a variant
+  SELECT 'customer email not recorded in customer_email_variants', c.id::text
+  FROM checkout.customers c
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
+                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
+$$;
+REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/webhooks.rs:5
+-- requires:
+--   schema
+--   maintenance
+
+-- Webhook events (issue 7, first part): each provider event stored exactly once, events of one
+-- object applied in order, and a SKIP LOCKED work queue for the workers that apply them.
+
+-- Stores the event; a redelivery returns {"duplicate": true}. object_id is the provider object the
+-- event is about (Stripe: data.object.id). An event older than one already applied (processed) to
+-- the same object is stored as 'stale' and never handed out.
+CREATE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
+  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_object text;
+  v_id uuid;
+  v_status text;
+BEGIN
+  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
+     OR p_event_created_at IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
+    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
+      DETAIL = format('organization_id: %s', p_organization_id);
+  END IF;
+  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
+  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
+      SELECT 1 FROM checkout.webhook_events e
+      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
+        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
+    THEN 'stale' ELSE 'pending' END;
+  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
+  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
+  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
+  RETURNING id INTO v_id;
+  IF v_id IS NULL THEN
+    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
+    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
+    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
+  END IF;
+  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
+END $$;
+
+-- Hands out up to p_batch events in provider order (event_created_at), oldest first, skipping rows
+-- other workers hold. An event waits while an older event of its object is unfinished, so one
+-- object's events are applied in order; one whose object already has a newer applied event
+-- becomes 'stale' instead. 'deferred' events (a failed attempt) are retried.
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 THEN
+    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
+    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
+                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
+  RETURN QUERY
+  WITH due AS (
+    SELECT e.id FROM checkout.webhook_events e
+    WHERE e.status IN ('pending', 'deferred')
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.status IN ('pending', 'deferred', 'processing') AND o.event_created_at < e.event_created_at)
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE e.id = due.id
+  RETURNING e.*;
+END $$;
+
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH done AS (
+    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+    WHERE id = p_id AND status = 'processing' RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM done)
+$$;
+
+-- A failed attempt: 'deferred' (claimed again later), or 'failed' after
+-- checkout.reconciliation_max_attempts attempts.
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE id = p_id AND status = 'processing'
+  RETURNING status
+$$;
+
+REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
+  checkout.claim_webhook_events(integer), checkout.complete_webhook_event(uuid),
+  checkout.fail_webhook_event(uuid, text) FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/subscriptions/lifecycle.rs:312
 -- checkout::subscriptions::lifecycle::cancel_subscription_atomic
 CREATE  FUNCTION "cancel_subscription_atomic"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1056,7 +1056,7 @@ AS 'MODULE_PATHNAME', 'cancel_subscription_atomic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:437
+-- src/subscriptions/lifecycle.rs:432
 -- checkout::subscriptions::lifecycle::change_subscription_plan_atomic
 CREATE  FUNCTION "change_subscription_plan_atomic"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1092,7 +1092,7 @@ AS 'MODULE_PATHNAME', 'check_trial_eligibility_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/mod.rs:158
+-- src/subscriptions/mod.rs:162
 -- checkout::subscriptions::create_subscription_atomic
 CREATE  FUNCTION "create_subscription_atomic"(
 	"p_subscription" jsonb, /* Option < JsonB > */
@@ -1109,7 +1109,7 @@ AS 'MODULE_PATHNAME', 'create_subscription_atomic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/mod.rs:377
+-- src/subscriptions/mod.rs:386
 -- requires:
 --   create_subscription_atomic
 
@@ -1127,7 +1127,7 @@ AS 'MODULE_PATHNAME', 'email_rules_version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:709
+-- src/subscriptions/lifecycle.rs:704
 -- checkout::subscriptions::lifecycle::end_subscription_trial
 CREATE  FUNCTION "end_subscription_trial"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1143,7 +1143,7 @@ AS 'MODULE_PATHNAME', 'end_subscription_trial_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:644
+-- src/subscriptions/lifecycle.rs:639
 -- checkout::subscriptions::lifecycle::expire_subscription
 CREATE  FUNCTION "expire_subscription"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1168,7 +1168,7 @@ AS 'MODULE_PATHNAME', 'invoking_role_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:622
+-- src/subscriptions/lifecycle.rs:617
 -- checkout::subscriptions::lifecycle::mark_subscription_past_due
 CREATE  FUNCTION "mark_subscription_past_due"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1286,7 +1286,7 @@ ALTER FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) SET plan_cache
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:368
+-- src/subscriptions/lifecycle.rs:363
 -- checkout::subscriptions::lifecycle::reactivate_subscription_atomic
 CREATE  FUNCTION "reactivate_subscription_atomic"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1302,7 +1302,7 @@ AS 'MODULE_PATHNAME', 'reactivate_subscription_atomic_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:566
+-- src/subscriptions/lifecycle.rs:561
 -- checkout::subscriptions::lifecycle::renew_subscription_period
 CREATE  FUNCTION "renew_subscription_period"(
 	"p_subscription_id" uuid, /* Option < Uuid > */
@@ -1318,7 +1318,7 @@ AS 'MODULE_PATHNAME', 'renew_subscription_period_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/subscriptions/lifecycle.rs:750
+-- src/subscriptions/lifecycle.rs:745
 -- requires:
 --   cancel_subscription_atomic
 --   reactivate_subscription_atomic
@@ -1438,7 +1438,6 @@ BEGIN
     END IF;
     IF NEW.status IN ('canceled', 'expired') THEN
       NEW.ended_at := coalesce(NEW.ended_at, now());
-      NEW.cancel_at_period_end := false;
       IF NEW.status = 'canceled' THEN
         NEW.canceled_at := coalesce(NEW.canceled_at, now());
       END IF;

@@ -5,8 +5,8 @@
 //! optional idempotency key has create_subscription_atomic's semantics.
 use super::states::allowed;
 use super::{
-    input, parse_uuid, require_product_and_features, BOOL, INT4, INT8, JSONB_ARRAY, TEXT,
-    TIMESTAMPTZ, UUID, UUID_ARRAY,
+    input, parse_uuid, require_product_and_features, ACTIVE_SQL, BOOL, INT4, INT8, JSONB_ARRAY,
+    TEXT, TIMESTAMPTZ, UUID, UUID_ARRAY,
 };
 use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
@@ -59,11 +59,6 @@ const RENEW_SQL: &str = concat!(
 WHERE sub.organization_id = $1 AND sub.id = $2 AND ($3 IS NULL OR $3 > sub.current_period_end) RETURNING ",
     row_json!()
 );
-
-/// Another active/trialing subscription of the customer to the product.
-const OTHER_ACTIVE_SQL: &str = "
-SELECT id FROM checkout.subscriptions
-WHERE organization_id = $1 AND customer_id = $2 AND product_id = $3 AND status IN ('active', 'trialing') AND id <> $4";
 
 const USER_SQL: &str = "SELECT 1 FROM checkout.users WHERE organization_id = $1 AND id = $2";
 
@@ -199,7 +194,7 @@ impl Call {
 
     /// 23505 when the customer already has another active/trialing subscription to `product`.
     fn refuse_if_other_active(&self, client: &mut SpiClient<'_>, customer: Uuid, product: Uuid) {
-        let plan = kept(client, OTHER_ACTIVE_SQL, &[UUID, UUID, UUID, UUID], false);
+        let plan = kept(client, ACTIVE_SQL, &[UUID, UUID, UUID, UUID], false);
         let other = ok(client.select(
             plan,
             Some(1),

@@ -94,9 +94,13 @@ RETURNING id";
 /// The claim of a call that wrote no subscription after all (the pair already has one).
 const TRIAL_RELEASE_SQL: &str = "DELETE FROM checkout.trial_history WHERE id = $1";
 
-const EXISTING_SQL: &str = "
+/// The active/trialing subscription of a (customer, product) pair, other than `$4` (NULL: any).
+/// create_subscription_atomic names it when the pair is taken; a reactivation or plan change
+/// refuses when another one holds the pair.
+const ACTIVE_SQL: &str = "
 SELECT id FROM checkout.subscriptions
-WHERE organization_id = $1 AND customer_id = $2 AND product_id = $3 AND status IN ('active', 'trialing')";
+WHERE organization_id = $1 AND customer_id = $2 AND product_id = $3 AND status IN ('active', 'trialing')
+  AND id IS DISTINCT FROM $4";
 
 fn invalid(message: String) -> ! {
     raise(
@@ -357,11 +361,16 @@ fn create_subscription_atomic(
                     let plan = kept(client, TRIAL_RELEASE_SQL, &[UUID], true);
                     ok(client.update(plan, None, &[claim.into()]));
                 }
-                let plan = kept(client, EXISTING_SQL, &[UUID, UUID, UUID], false);
+                let plan = kept(client, ACTIVE_SQL, &[UUID, UUID, UUID, UUID], false);
                 let existing = ok(client.select(
                     plan,
                     Some(1),
-                    &[organization.into(), customer.into(), product.into()],
+                    &[
+                        organization.into(),
+                        customer.into(),
+                        product.into(),
+                        Option::<Uuid>::None.into(),
+                    ],
                 ));
                 let existing: Option<Uuid> = first_row(existing).and_then(|row| ok(row.get(1)));
                 json!({"success": false, "error": "subscription_exists", "existing_subscription_id": existing.map(|u| u.to_string())})
