@@ -114,7 +114,7 @@ BEGIN
   ELSIF v_is_active AND NOT v_was_active THEN
     UPDATE checkout.customers SET has_active_subscription = true, updated_at = now() WHERE id = NEW.customer_id;
   ELSIF v_was_active AND NOT v_is_active THEN
-    PERFORM 1 FROM checkout.customers WHERE id = NEW.customer_id FOR UPDATE;
+    PERFORM 1 FROM checkout.customers WHERE id = NEW.customer_id FOR NO KEY UPDATE;
   END IF;
   IF v_was_active AND NOT v_is_active THEN
     UPDATE checkout.customers c
@@ -162,6 +162,11 @@ BEGIN
   END IF;
   IF TG_OP <> 'UPDATE' OR NEW.status IS DISTINCT FROM OLD.status OR NEW.product_id <> OLD.product_id
      OR NEW.amount <> OLD.amount THEN
+    -- A plan change touches two products: lock both in id order first (as end_subscription_periods
+    -- does), so two plan changes between the same products in opposite directions cannot deadlock.
+    IF TG_OP = 'UPDATE' AND NEW.product_id <> OLD.product_id THEN
+      PERFORM 1 FROM checkout.products WHERE id IN (NEW.product_id, OLD.product_id) ORDER BY id FOR NO KEY UPDATE;
+    END IF;
     UPDATE checkout.products SET metrics_last_calculated_at = NULL
     WHERE id IN (v_row.product_id, OLD.product_id) AND metrics_last_calculated_at IS NOT NULL;
   END IF;
@@ -189,14 +194,16 @@ BEGIN
   SELECT array_agg(id) INTO v_due FROM (
     SELECT id FROM checkout.subscriptions
     WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
-    ORDER BY current_period_end LIMIT p_batch FOR UPDATE SKIP LOCKED) due;
+    ORDER BY current_period_end LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED) due;
   -- The rows the triggers will touch, locked customers first, then products, each in id order:
-  -- the order single calls take them in, so a batch and a call cannot deadlock.
+  -- the order single calls take them in, so a batch and a call cannot deadlock. FOR NO KEY UPDATE
+  -- (what an UPDATE takes): FOR UPDATE would also wait on the key-share locks that foreign-key
+  -- checks of concurrent inserts hold, a lock order no single call follows.
   PERFORM 1 FROM checkout.customers c
-  WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR UPDATE;
+  WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR NO KEY UPDATE;
   PERFORM 1 FROM checkout.products p
   WHERE p.id IN (SELECT s.product_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due))
-    AND p.metrics_last_calculated_at IS NOT NULL ORDER BY p.id FOR UPDATE;
+    AND p.metrics_last_calculated_at IS NOT NULL ORDER BY p.id FOR NO KEY UPDATE;
   UPDATE checkout.subscriptions s SET status = 'canceled' WHERE s.id = ANY (v_due);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;

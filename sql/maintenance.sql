@@ -1,5 +1,5 @@
 -- Maintenance (seed migrations 002, 004, 007): each job is a function that does one bounded batch
--- in the caller's transaction, skips rows other sessions hold (FOR UPDATE SKIP LOCKED), and says
+-- in the caller's transaction, skips rows other sessions hold (SKIP LOCKED), and says
 -- what it did. run_maintenance() runs them all, each in its own subtransaction, and records the
 -- outcome in maintenance_runs. The background worker (src/maintenance.rs) or pg_cron calls it.
 
@@ -34,7 +34,7 @@ BEGIN
   WITH due AS (
     SELECT id FROM checkout.checkout_sessions
     WHERE status = 'pending' AND expires_at < now()
-    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
+    ORDER BY expires_at LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED)
   UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
   FROM due WHERE s.id = due.id;
   GET DIAGNOSTICS v_expired = ROW_COUNT;
@@ -183,7 +183,7 @@ BEGIN
   WITH stale AS (
     SELECT id FROM checkout.products
     WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
-    ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR UPDATE SKIP LOCKED),
+    ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED),
   figures AS (
     SELECT stale.id,
       (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active') AS active,

@@ -45,7 +45,7 @@ BEGIN
   -- The payment's row lock serializes refunds of one payment, so the total check holds.
   SELECT * INTO v_payment FROM checkout.payment_intents
   WHERE organization_id = p_organization_id AND stripe_payment_intent_id = p_payment_intent_id
-  FOR UPDATE;
+  FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'payment intent not found in organization' USING ERRCODE = 'no_data_found',
       DETAIL = format('payment_intent_id: %s, organization_id: %s', p_payment_intent_id, p_organization_id);

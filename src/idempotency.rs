@@ -40,7 +40,7 @@ WHERE organization_id = $1 AND key = $2"
 }
 const LOOKUP_SQL: &str = key_state_sql!();
 /// The same, locked: taken only when the key must be re-claimed.
-const EXISTING_SQL: &str = concat!(key_state_sql!(), "\nFOR UPDATE");
+const EXISTING_SQL: &str = concat!(key_state_sql!(), "\nFOR NO KEY UPDATE");
 
 const RECLAIM_SQL: &str = "
 UPDATE checkout.idempotency_keys

@@ -13,7 +13,7 @@ thread_local! {
 }
 
 /// The kept plan of `sql` (prepared on first use). `mutating` plans may write and lock rows
-/// (`FOR UPDATE`); run them with `client.update`.
+/// (`FOR NO KEY UPDATE`); run them with `client.update`.
 pub fn kept(
     client: &SpiClient<'_>,
     sql: &'static str,

@@ -56,95 +56,125 @@ impl fmt::Display for EmailError {
     }
 }
 
+/// Room for any canonical form the ASCII path writes: at most [`MAX_LEN`] input bytes, and a
+/// provider domain may grow (`me.com` -> `icloud.com`) before the length check.
+pub const ASCII_OUT: usize = MAX_LEN + 8;
+
 /// The canonical form of an email address, or why it is not one.
 pub fn normalize(input: &str) -> Result<String, EmailError> {
     let trimmed = input.trim();
     if trimmed.is_ascii() {
-        if let Some(result) = normalize_ascii(trimmed.as_bytes()) {
-            return result;
+        let mut out = [0u8; ASCII_OUT];
+        if let Some(result) = normalize_ascii(trimmed.as_bytes(), &mut out) {
+            // ASCII bytes: valid UTF-8.
+            return result.map(|n| out[..n].iter().map(|&c| c as char).collect());
         }
     }
     normalize_general(trimmed)
 }
 
-/// The hot path: plain ASCII addresses in one pass and one allocation. Returns None for what it
-/// does not handle (punycode labels), which the general path then takes. Must agree with
-/// [`normalize_general`] on every ASCII input (property-tested).
-fn normalize_ascii(b: &[u8]) -> Option<Result<String, EmailError>> {
+/// The hot path: a trimmed plain ASCII address, written into `out` without allocating; returns the
+/// length written. None for what it leaves to the general path (punycode labels, and domains with
+/// characters a hostname cannot have, which that path reports). Must agree with
+/// [`normalize_general`] wherever it answers (property-tested).
+pub fn normalize_ascii(b: &[u8], out: &mut [u8; ASCII_OUT]) -> Option<Result<usize, EmailError>> {
     if b.len() > MAX_LEN {
         return Some(Err(EmailError::TooLong(b.len())));
     }
-    if b.iter().any(|&c| c < 0x21 || c == 0x7f) {
+    // Control characters are reported first (a branch-free scan: the compiler vectorizes it).
+    if b.iter()
+        .fold(false, |bad, &c| bad | (c < 0x21) | (c == 0x7f))
+    {
         return Some(Err(EmailError::ControlOrSpace));
     }
     let Some(at) = b.iter().position(|&c| c == b'@') else {
         return Some(Err(EmailError::NoAt));
     };
-    if b[at + 1..].contains(&b'@') {
+    let (local, domain) = (&b[..at], &b[at + 1..]);
+    if domain.contains(&b'@') {
         return Some(Err(EmailError::SeveralAt));
     }
-    let local = &b[..at];
     if local.is_empty() {
         return Some(Err(EmailError::EmptyLocal));
     }
-    let domain = &b[at + 1..];
     let domain = domain.strip_suffix(b".").unwrap_or(domain);
     if domain.is_empty() {
         return Some(Err(EmailError::EmptyDomain));
     }
-    // Lowercase and check the domain as letter-digit-hyphen labels.
-    let mut buf = [0u8; 253];
-    if domain.len() > buf.len() {
+    if domain.len() > 253 {
         return Some(Err(EmailError::InvalidDomain));
     }
-    let lower = &mut buf[..domain.len()];
-    for (dst, src) in lower.iter_mut().zip(domain) {
-        *dst = src.to_ascii_lowercase();
+    // The domain, lowercased into the end of `out` (the local part, written from the start, stays
+    // clear of it: local + '@' + domain <= MAX_LEN < ASCII_OUT).
+    let (head, lower) = out.split_at_mut(ASCII_OUT - domain.len());
+    lower.copy_from_slice(domain);
+    lower.make_ascii_lowercase();
+    // Letter-digit-hyphen labels; anything else (rare: an invalid domain) is left to the general
+    // path, which reports it.
+    let ldh = |c: u8| c.is_ascii_lowercase() | c.is_ascii_digit() | (c == b'-') | (c == b'.');
+    if !lower.iter().fold(true, |ok, &c| ok & ldh(c)) {
+        return None;
     }
     let mut labels = 0;
-    let mut tld_numeric = false;
+    let mut tld: &[u8] = b"";
     for label in lower.split(|&c| c == b'.') {
         if label.starts_with(b"xn--") {
             return None; // punycode: validated by the IDNA machinery
         }
-        let ldh = label
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
-        if !ldh || !valid_ldh_label(std::str::from_utf8(label).unwrap_or("")) {
+        if !valid_ldh_bytes(label) {
             return Some(Err(EmailError::InvalidDomain));
         }
         labels += 1;
-        tld_numeric = label.iter().all(u8::is_ascii_digit);
+        tld = label;
     }
-    if labels < 2 || tld_numeric {
+    if labels < 2 || tld.iter().all(u8::is_ascii_digit) {
         return Some(Err(EmailError::InvalidDomain));
     }
-    // The lowered bytes are ASCII, so this cannot fail.
-    let domain = canonical_provider_domain(std::str::from_utf8(lower).unwrap_or(""));
-    let yahoo = is_yahoo(domain);
-    let dropped: &[u8] = match domain {
-        "gmail.com" => b".",
-        "protonmail.com" | "protonmail.ch" | "proton.me" | "pm.me" => b".-_",
-        _ => b"",
+    let provider: Option<&[u8]> = match &*lower {
+        b"googlemail.com" => Some(b"gmail.com"),
+        b"me.com" | b"mac.com" => Some(b"icloud.com"),
+        _ => None,
     };
-    let mut out = String::with_capacity(b.len() + 4);
-    for &c in local {
-        if c == b'+' || (yahoo && c == b'-') {
-            break;
+    let domain = provider.unwrap_or(lower);
+    let yahoo =
+        domain.starts_with(b"yahoo.") || domain == b"ymail.com" || domain == b"rocketmail.com";
+    let (drop_dot, drop_dash_underscore) = match domain {
+        b"gmail.com" => (true, false),
+        b"protonmail.com" | b"protonmail.ch" | b"proton.me" | b"pm.me" => (true, true),
+        _ => (false, false),
+    };
+    let end = local
+        .iter()
+        .position(|&c| (c == b'+') | (yahoo & (c == b'-')))
+        .unwrap_or(local.len());
+    let local = &local[..end];
+    let mut n = 0;
+    if drop_dot {
+        let dropped = |&c: &u8| (c == b'.') | (drop_dash_underscore & ((c == b'-') | (c == b'_')));
+        for piece in local.split(dropped) {
+            head[n..n + piece.len()].copy_from_slice(piece);
+            n += piece.len();
         }
-        if !dropped.contains(&c) {
-            out.push(c.to_ascii_lowercase() as char);
-        }
+    } else {
+        head[..local.len()].copy_from_slice(local);
+        n = local.len();
     }
-    if out.is_empty() {
+    head[..n].make_ascii_lowercase();
+    if n == 0 {
         return Some(Err(EmailError::EmptyLocal));
     }
-    out.push('@');
-    out.push_str(domain);
-    if out.len() > MAX_LEN {
-        return Some(Err(EmailError::TooLong(out.len())));
+    let len = n + 1 + domain.len();
+    if len > MAX_LEN {
+        return Some(Err(EmailError::TooLong(len)));
     }
-    Some(Ok(out))
+    // A provider's domain may be longer than the input's (me.com -> icloud.com): written last.
+    let lower_at = ASCII_OUT - lower.len();
+    out[n] = b'@';
+    match provider {
+        Some(p) => out[n + 1..len].copy_from_slice(p),
+        None => out.copy_within(lower_at.., n + 1),
+    }
+    Some(Ok(len))
 }
 
 /// Every input: Unicode folding, IDNA.
@@ -256,7 +286,10 @@ fn to_ascii_hostname(domain: &str) -> Result<String, EmailError> {
 
 /// A letter-digit-hyphen label as UTS #46 strict mode checks it.
 fn valid_ldh_label(label: &str) -> bool {
-    let b = label.as_bytes();
+    valid_ldh_bytes(label.as_bytes())
+}
+
+fn valid_ldh_bytes(b: &[u8]) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0] != b'-'
@@ -520,6 +553,13 @@ mod unit_tests {
         );
     }
 
+    /// The ASCII path's answer as a String (it writes bytes into a buffer).
+    fn fast(trimmed: &str) -> Option<Result<String, EmailError>> {
+        let mut out = [0u8; ASCII_OUT];
+        normalize_ascii(trimmed.as_bytes(), &mut out)
+            .map(|r| r.map(|n| String::from_utf8(out[..n].to_vec()).expect("ASCII output")))
+    }
+
     #[test]
     fn property_ascii_fast_path_agrees_with_the_general_path() {
         let mut checked = 0;
@@ -528,19 +568,22 @@ mod unit_tests {
             if !trimmed.is_ascii() {
                 continue;
             }
-            if let Some(fast) = normalize_ascii(trimmed.as_bytes()) {
+            if let Some(fast) = fast(trimmed) {
                 checked += 1;
                 assert_eq!(fast, normalize_general(trimmed), "{s:?}");
             }
         }
         for (input, _) in CASES {
             let trimmed = input.trim();
-            if let Some(fast) = trimmed
-                .is_ascii()
-                .then(|| normalize_ascii(trimmed.as_bytes()))
-                .flatten()
-            {
+            if let Some(fast) = trimmed.is_ascii().then(|| fast(trimmed)).flatten() {
                 assert_eq!(fast, normalize_general(trimmed), "{input:?}");
+            }
+        }
+        // The longest inputs, with the provider domain that grows.
+        for local in [253, 250, 248, 247] {
+            let input = format!("{}@me.com", "a".repeat(local));
+            if input.len() <= MAX_LEN {
+                assert_eq!(fast(&input), Some(normalize_general(&input)), "{input}");
             }
         }
         assert!(checked > 10_000, "{checked}");

@@ -33,7 +33,7 @@ const LOCK_SQL: &str = concat!(
        sub.cancel_at_period_end, sub.current_period_end > pg_catalog.now(), ",
     row_json!(),
     "
-FROM checkout.subscriptions sub WHERE sub.organization_id = $1 AND sub.id = $2 FOR UPDATE"
+FROM checkout.subscriptions sub WHERE sub.organization_id = $1 AND sub.id = $2 FOR NO KEY UPDATE"
 );
 
 const SET_STATUS_SQL: &str = concat!(
@@ -91,6 +91,21 @@ SELECT ",
   (SELECT coalesce(pg_catalog.jsonb_agg(revoked.feature_id ORDER BY revoked.feature_id), '[]') FROM revoked))
 FROM sub"
 );
+
+/// A trialing subscription moving to another product takes that product's trial with it. The
+/// audit trigger records it too, but only after the subscription row has entered the pair's unique
+/// index; claiming it here first keeps the order create_subscription_atomic follows (trial, then
+/// subscription), so a plan change and a create of the same pair queue instead of deadlocking. The
+/// values are the trigger's; a trial held by another subscription is left for the trigger to refuse.
+const TRIAL_MOVE_SQL: &str = "
+INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
+SELECT sub.organization_id, sub.customer_id, $3, sub.id,
+       LEAST(coalesce(sub.trial_start, pg_catalog.now()), coalesce(sub.trial_end, sub.current_period_end)),
+       coalesce(sub.trial_end, sub.current_period_end)
+FROM checkout.subscriptions sub WHERE sub.organization_id = $1 AND sub.id = $2
+ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id,
+  updated_at = pg_catalog.now()
+WHERE t.subscription_id IS NULL OR t.subscription_id = EXCLUDED.subscription_id";
 
 /// A locked subscription (LOCK_SQL).
 struct Locked {
@@ -522,6 +537,14 @@ fn change_subscription_plan_atomic(
                 (s.amount, &s.interval, s.interval_count),
                 (amount, interval, interval_count),
             );
+            if s.status == "trialing" && product != s.product {
+                let plan = kept(client, TRIAL_MOVE_SQL, &[UUID, UUID, UUID], true);
+                ok(client.update(
+                    plan,
+                    None,
+                    &[call.organization.into(), call.id.into(), product.into()],
+                ));
+            }
             let metadata: Vec<JsonB> = features.iter().map(|f| JsonB(f.metadata.clone())).collect();
             let row = call
                 .write(

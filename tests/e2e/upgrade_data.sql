@@ -1,4 +1,5 @@
--- Data written through release 0.1.0's functions (tests/e2e/t_upgrade.sh loads it before updating).
+-- Data written through an old release's functions (tests/e2e/t_upgrade.sh loads it before updating;
+-- every release since 0.1.0 has these functions with these signatures).
 INSERT INTO checkout.organizations (id, name) VALUES ('a0000000-0000-0000-0000-000000000001', 'Org A');
 INSERT INTO checkout.products (id, organization_id, name) VALUES
   ('b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', 'Pro'),
@@ -19,14 +20,3 @@ SELECT checkout.create_subscription_atomic(
   NULL, (SELECT id FROM checkout.customers WHERE external_id = 'ext-2'), 'b0000000-0000-0000-0000-0000000000a2',
   'a0000000-0000-0000-0000-000000000001');
 SELECT checkout.record_webhook_event('a0000000-0000-0000-0000-000000000001', 'evt_1', 'invoice.paid', '{"id": "evt_1"}', now());
-
--- Direct SQL, which 0.1.0 neither counted nor audited (the update recounts and records it): a
--- subscription inserted without the function, and a status change.
-INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval,
-    current_period_start, current_period_end)
-SELECT 'a0000000-0000-0000-0000-000000000001', id, 'b0000000-0000-0000-0000-0000000000a2', 'canceled', 100, 'usd', 'month',
-       now() - interval '2 months', now() - interval '1 month'
-FROM checkout.customers WHERE external_id = 'ext-1';
-UPDATE checkout.subscriptions SET status = 'past_due' WHERE status = 'trialing';
-INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id)
-SELECT organization_id, customer_id, 'f0000000-0000-0000-0000-0000000000a1', id FROM checkout.subscriptions WHERE status = 'canceled';
