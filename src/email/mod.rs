@@ -1,8 +1,9 @@
 //! `normalize_email`, `email_rules_version` and the stored canonical forms (sql/email.sql: the
 //! trigger that records every email a customer has had in customer_email_variants).
 use crate::errors::{raise, Kind};
+use pgrx::pg_sys::VARHDRSZ;
 use pgrx::prelude::*;
-use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
+use pgrx::varlena::{set_varsize_4b, varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 
 pub mod rules;
 
@@ -44,9 +45,16 @@ pub unsafe extern "C-unwind" fn normalize_email_wrapper(
     if bytes.is_ascii() {
         // ASCII is valid UTF-8, and the same bytes in every server encoding.
         let email = unsafe { std::str::from_utf8_unchecked(bytes) };
-        let mut out = [0u8; rules::ASCII_OUT];
-        match rules::normalize_ascii(email.trim().as_bytes(), &mut out) {
-            Some(Ok(n)) => return text_datum(&out[..n]),
+        // The result is written straight into a text value sized for the longest answer; the
+        // caller's per-row memory context frees it.
+        let result = unsafe { pg_sys::palloc(VARHDRSZ + rules::ASCII_OUT) }.cast::<u8>();
+        let out = unsafe { &mut *result.add(VARHDRSZ).cast::<[u8; rules::ASCII_OUT]>() };
+        match rules::normalize_ascii(email.trim().as_bytes(), out) {
+            Some(Ok(n)) => {
+                // n <= MAX_LEN: the length fits.
+                unsafe { set_varsize_4b(result.cast(), (VARHDRSZ + n) as i32) };
+                return pg_sys::Datum::from(result);
+            }
             Some(Err(e)) => invalid(email, e),
             None => {}
         }

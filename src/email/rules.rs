@@ -104,75 +104,83 @@ pub fn normalize_ascii(b: &[u8], out: &mut [u8; ASCII_OUT]) -> Option<Result<usi
     if domain.len() > 253 {
         return Some(Err(EmailError::InvalidDomain));
     }
-    // The domain, lowercased into the end of `out` (the local part, written from the start, stays
-    // clear of it: local + '@' + domain <= MAX_LEN < ASCII_OUT).
-    let (head, lower) = out.split_at_mut(ASCII_OUT - domain.len());
-    lower.copy_from_slice(domain);
-    lower.make_ascii_lowercase();
-    // Letter-digit-hyphen labels; anything else (rare: an invalid domain) is left to the general
-    // path, which reports it.
-    let ldh = |c: u8| c.is_ascii_lowercase() | c.is_ascii_digit() | (c == b'-') | (c == b'.');
-    if !lower.iter().fold(true, |ok, &c| ok & ldh(c)) {
-        return None;
-    }
-    let mut labels = 0;
-    let mut tld: &[u8] = b"";
-    for label in lower.split(|&c| c == b'.') {
-        if label.starts_with(b"xn--") {
-            return None; // punycode: validated by the IDNA machinery
-        }
-        if !valid_ldh_bytes(label) {
-            return Some(Err(EmailError::InvalidDomain));
-        }
-        labels += 1;
-        tld = label;
-    }
-    if labels < 2 || tld.iter().all(u8::is_ascii_digit) {
-        return Some(Err(EmailError::InvalidDomain));
-    }
-    let provider: Option<&[u8]> = match &*lower {
-        b"googlemail.com" => Some(b"gmail.com"),
-        b"me.com" | b"mac.com" => Some(b"icloud.com"),
-        _ => None,
+    // Providers, recognized in any case; their canonical domains are valid hostnames.
+    let is = |name: &[u8]| domain.eq_ignore_ascii_case(name);
+    let provider: Option<&[u8]> = if is(b"gmail.com") || is(b"googlemail.com") {
+        Some(b"gmail.com")
+    } else if is(b"me.com") || is(b"mac.com") {
+        Some(b"icloud.com")
+    } else {
+        None
     };
-    let domain = provider.unwrap_or(lower);
-    let yahoo =
-        domain.starts_with(b"yahoo.") || domain == b"ymail.com" || domain == b"rocketmail.com";
-    let (drop_dot, drop_dash_underscore) = match domain {
-        b"gmail.com" => (true, false),
-        b"protonmail.com" | b"protonmail.ch" | b"proton.me" | b"pm.me" => (true, true),
-        _ => (false, false),
-    };
+    let proton = is(b"protonmail.com") || is(b"protonmail.ch") || is(b"proton.me") || is(b"pm.me");
+    let gmail = provider == Some(b"gmail.com".as_slice());
+    let yahoo = (domain.len() >= 6 && domain[..6].eq_ignore_ascii_case(b"yahoo."))
+        || is(b"ymail.com")
+        || is(b"rocketmail.com");
+    // The local part, lowercased, up to the first '+' (Yahoo: also '-'), then the dropped
+    // characters squeezed out.
     let end = local
         .iter()
         .position(|&c| (c == b'+') | (yahoo & (c == b'-')))
         .unwrap_or(local.len());
-    let local = &local[..end];
-    let mut n = 0;
-    if drop_dot {
-        let dropped = |&c: &u8| (c == b'.') | (drop_dash_underscore & ((c == b'-') | (c == b'_')));
-        for piece in local.split(dropped) {
-            head[n..n + piece.len()].copy_from_slice(piece);
-            n += piece.len();
-        }
-    } else {
-        head[..local.len()].copy_from_slice(local);
-        n = local.len();
+    for (d, &c) in out.iter_mut().zip(&local[..end]) {
+        *d = c.to_ascii_lowercase();
     }
-    head[..n].make_ascii_lowercase();
+    let mut n = end;
+    if gmail | proton {
+        let dropped = |c: u8| (c == b'.') | (proton & ((c == b'-') | (c == b'_')));
+        if let Some(first) = out[..end].iter().position(|&c| dropped(c)) {
+            n = first;
+            for i in first..end {
+                let c = out[i];
+                out[n] = c;
+                n += usize::from(!dropped(c));
+            }
+        }
+    }
+    // The domain, lowercased after the '@', checked label by label in order as letter-digit-hyphen
+    // labels; other characters (rare: an invalid domain) are left to the general path.
+    out[n] = b'@';
+    let dl = match provider {
+        Some(p) => {
+            out[n + 1..n + 1 + p.len()].copy_from_slice(p);
+            p.len()
+        }
+        None => {
+            let lower = &mut out[n + 1..n + 1 + domain.len()];
+            for (d, &c) in lower.iter_mut().zip(domain) {
+                *d = c.to_ascii_lowercase();
+            }
+            let ldh =
+                |c: u8| c.is_ascii_lowercase() | c.is_ascii_digit() | (c == b'-') | (c == b'.');
+            if !lower.iter().fold(true, |ok, &c| ok & ldh(c)) {
+                return None;
+            }
+            let mut labels = 0;
+            let mut tld: &[u8] = b"";
+            for label in lower.split(|&c| c == b'.') {
+                if label.starts_with(b"xn--") {
+                    return None; // punycode: validated by the IDNA machinery
+                }
+                if !valid_ldh_bytes(label) {
+                    return Some(Err(EmailError::InvalidDomain));
+                }
+                labels += 1;
+                tld = label;
+            }
+            if labels < 2 || tld.iter().all(u8::is_ascii_digit) {
+                return Some(Err(EmailError::InvalidDomain));
+            }
+            domain.len()
+        }
+    };
     if n == 0 {
         return Some(Err(EmailError::EmptyLocal));
     }
-    let len = n + 1 + domain.len();
+    let len = n + 1 + dl;
     if len > MAX_LEN {
         return Some(Err(EmailError::TooLong(len)));
-    }
-    // A provider's domain may be longer than the input's (me.com -> icloud.com): written last.
-    let lower_at = ASCII_OUT - lower.len();
-    out[n] = b'@';
-    match provider {
-        Some(p) => out[n + 1..len].copy_from_slice(p),
-        None => out.copy_within(lower_at.., n + 1),
     }
     Some(Ok(len))
 }
