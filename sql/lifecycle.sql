@@ -196,14 +196,16 @@ BEGIN
     WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
     ORDER BY current_period_end LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED) due;
   -- The rows the triggers will touch, locked customers first, then products, each in id order:
-  -- the order single calls take them in, so a batch and a call cannot deadlock. FOR NO KEY UPDATE
-  -- (what an UPDATE takes): FOR UPDATE would also wait on the key-share locks that foreign-key
-  -- checks of concurrent inserts hold, a lock order no single call follows.
+  -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
+  -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
+  -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
+  -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
+  -- hold, a lock order no single call follows.
   PERFORM 1 FROM checkout.customers c
   WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR NO KEY UPDATE;
   PERFORM 1 FROM checkout.products p
   WHERE p.id IN (SELECT s.product_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due))
-    AND p.metrics_last_calculated_at IS NOT NULL ORDER BY p.id FOR NO KEY UPDATE;
+  ORDER BY p.id FOR NO KEY UPDATE;
   UPDATE checkout.subscriptions s SET status = 'canceled' WHERE s.id = ANY (v_due);
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;

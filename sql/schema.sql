@@ -5,6 +5,17 @@
 --   * money is bigint minor units, currency a lowercase ISO 4217 code ('usd'), times timestamptz;
 --   * statuses are text with CHECK constraints listing the documented values.
 
+-- Text arguments reach Rust as UTF-8 strings: other database encodings are refused here, with a
+-- clear error, rather than failing later on the first non-ASCII email.
+DO $$
+BEGIN
+  IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+    RAISE EXCEPTION 'checkout needs a UTF8 database; this one is %', pg_catalog.getdatabaseencoding()
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Create the database with ENCODING ''UTF8'' (TEMPLATE template0) and install checkout there.';
+  END IF;
+END $$;
+
 REVOKE ALL ON SCHEMA checkout FROM PUBLIC;
 
 CREATE TABLE checkout.organizations (

@@ -45,9 +45,10 @@ pub unsafe extern "C-unwind" fn normalize_email_wrapper(
     if bytes.is_ascii() {
         // ASCII is valid UTF-8, and the same bytes in every server encoding.
         let email = unsafe { std::str::from_utf8_unchecked(bytes) };
-        // The result is written straight into a text value sized for the longest answer; the
-        // caller's per-row memory context frees it.
-        let result = unsafe { pg_sys::palloc(VARHDRSZ + rules::ASCII_OUT) }.cast::<u8>();
+        // The result is written straight into a text value sized for the longest answer (zeroed:
+        // a reference must not point at uninitialized bytes); the caller's per-row memory context
+        // frees it.
+        let result = unsafe { pg_sys::palloc0(VARHDRSZ + rules::ASCII_OUT) }.cast::<u8>();
         let out = unsafe { &mut *result.add(VARHDRSZ).cast::<[u8; rules::ASCII_OUT]>() };
         match rules::normalize_ascii(email.trim().as_bytes(), out) {
             Some(Ok(n)) => {
@@ -59,8 +60,10 @@ pub unsafe extern "C-unwind" fn normalize_email_wrapper(
             None => {}
         }
     }
-    // Anything else through pgrx's conversion to &str (it handles the server encoding).
-    let email = unsafe { <&str as FromDatum>::from_polymorphic_datum(arg, false, pg_sys::TEXTOID) };
+    // Anything else as &str (the database is UTF8: schema.sql refuses other encodings).
+    let detoasted = pg_sys::Datum::from(text);
+    let email =
+        unsafe { <&str as FromDatum>::from_polymorphic_datum(detoasted, false, pg_sys::TEXTOID) };
     text_datum(canonical(email.unwrap_or_default()).as_bytes())
 }
 
@@ -149,6 +152,52 @@ mod tests {
             "a".repeat(300)
         );
         assert_eq!(sqlstate_of(&long), "22023");
+    }
+
+    /// The entry point reads the argument itself: compressed and out-of-line (TOAST) values, the
+    /// ASCII path and the general one, and a value of a table row all give the same answers.
+    #[pg_test]
+    fn normalize_email_reads_stored_and_toasted_values() {
+        Spi::run(
+            "CREATE TEMP TABLE stored (k int, e text);
+             ALTER TABLE stored ALTER COLUMN e SET STORAGE EXTERNAL; -- out of line, uncompressed
+             INSERT INTO stored VALUES
+               (1, ' Ex.Ample+x@GMail.COM '),
+               (2, 'ÄBC@Exämple.com'),
+               (3, repeat('ab', 3000) || '@example.com'),
+               (4, (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 200) g) || '@example.com');
+             CREATE TEMP TABLE packed (e text); -- compressed inline
+             INSERT INTO packed VALUES (repeat('a', 5000) || '@example.com');",
+        )
+        .unwrap();
+        assert_eq!(
+            one("SELECT checkout.normalize_email(e) FROM stored WHERE k = 1").as_deref(),
+            Some("example@gmail.com")
+        );
+        assert_eq!(
+            one("SELECT checkout.normalize_email(e) FROM stored WHERE k = 2").as_deref(),
+            Some("äbc@xn--exmple-cua.com")
+        );
+        for k in [3, 4] {
+            let sql = format!("SELECT checkout.normalize_email(e) FROM stored WHERE k = {k}");
+            assert_eq!(sqlstate_of(&sql), "22023", "row {k}");
+        }
+        assert_eq!(
+            sqlstate_of("SELECT checkout.normalize_email(e) FROM packed"),
+            "22023"
+        );
+        let toasted =
+            Spi::get_one::<bool>("SELECT pg_column_size(e) < octet_length(e) FROM packed").unwrap();
+        assert_eq!(toasted, Some(true), "the packed value is compressed");
+        let external = Spi::get_one::<bool>(
+            "SELECT pg_relation_size(reltoastrelid) > 0 FROM pg_class WHERE oid = 'stored'::regclass",
+        )
+        .unwrap();
+        assert_eq!(
+            external,
+            Some(true),
+            "the long values are in the TOAST table"
+        );
     }
 
     #[pg_test]
