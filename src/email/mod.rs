@@ -45,12 +45,14 @@ pub unsafe extern "C-unwind" fn normalize_email_wrapper(
     if bytes.is_ascii() {
         // ASCII is valid UTF-8, and the same bytes in every server encoding.
         let email = unsafe { std::str::from_utf8_unchecked(bytes) };
-        // The result is written straight into a text value sized for the longest answer (zeroed:
-        // a reference must not point at uninitialized bytes); the caller's per-row memory context
-        // frees it.
-        let result = unsafe { pg_sys::palloc0(VARHDRSZ + rules::ASCII_OUT) }.cast::<u8>();
-        let out = unsafe { &mut *result.add(VARHDRSZ).cast::<[u8; rules::ASCII_OUT]>() };
-        match rules::normalize_ascii(email.trim().as_bytes(), out) {
+        // The result is written straight into a text value sized for the longest answer this
+        // input can give (zeroed: a slice must not cover uninitialized bytes); the caller's
+        // per-row memory context frees it.
+        let trimmed = email.trim().as_bytes();
+        let room = trimmed.len().min(rules::MAX_LEN) + rules::ASCII_GROWTH;
+        let result = unsafe { pg_sys::palloc0(VARHDRSZ + room) }.cast::<u8>();
+        let out = unsafe { std::slice::from_raw_parts_mut(result.add(VARHDRSZ), room) };
+        match rules::normalize_ascii(trimmed, out) {
             Some(Ok(n)) => {
                 // n <= MAX_LEN: the length fits.
                 unsafe { set_varsize_4b(result.cast(), (VARHDRSZ + n) as i32) };

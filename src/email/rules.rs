@@ -56,9 +56,12 @@ impl fmt::Display for EmailError {
     }
 }
 
-/// Room for any canonical form the ASCII path writes: at most [`MAX_LEN`] input bytes, and a
-/// provider domain may grow (`me.com` -> `icloud.com`) before the length check.
-pub const ASCII_OUT: usize = MAX_LEN + 8;
+/// How much longer than its input the ASCII path may write: a provider's domain can be longer than
+/// the input's (`me.com` -> `icloud.com`), and is written before the length check.
+pub const ASCII_GROWTH: usize = 4;
+
+/// Room for the ASCII path's output for any input it accepts (at most [`MAX_LEN`] bytes).
+pub const ASCII_OUT: usize = MAX_LEN + ASCII_GROWTH;
 
 /// The canonical form of an email address, or why it is not one.
 pub fn normalize(input: &str) -> Result<String, EmailError> {
@@ -73,13 +76,16 @@ pub fn normalize(input: &str) -> Result<String, EmailError> {
     normalize_general(trimmed)
 }
 
-/// The hot path: a trimmed plain ASCII address, written into `out` without allocating; returns the
-/// length written. None for what it leaves to the general path (punycode labels, and domains with
-/// characters a hostname cannot have, which that path reports). Must agree with
-/// [`normalize_general`] wherever it answers (property-tested).
-pub fn normalize_ascii(b: &[u8], out: &mut [u8; ASCII_OUT]) -> Option<Result<usize, EmailError>> {
+/// The hot path: a trimmed plain ASCII address, written into `out` (at least `b.len()` +
+/// [`ASCII_GROWTH`] bytes) without allocating; returns the length written. None for what it leaves
+/// to the general path (punycode labels, and domains with characters a hostname cannot have, which
+/// that path reports). Must agree with [`normalize_general`] wherever it answers (property-tested).
+pub fn normalize_ascii(b: &[u8], out: &mut [u8]) -> Option<Result<usize, EmailError>> {
     if b.len() > MAX_LEN {
         return Some(Err(EmailError::TooLong(b.len())));
+    }
+    if out.len() < b.len() + ASCII_GROWTH {
+        return None; // a caller's mistake: the general path still answers
     }
     // Control characters are reported first (a branch-free scan: the compiler vectorizes it).
     if b.iter()
