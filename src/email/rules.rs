@@ -110,47 +110,34 @@ pub fn normalize_ascii(b: &[u8], out: &mut [u8]) -> Option<Result<usize, EmailEr
     if domain.len() > 253 {
         return Some(Err(EmailError::InvalidDomain));
     }
-    // Providers, recognized in any case; their canonical domains are valid hostnames.
-    let is = |name: &[u8]| domain.eq_ignore_ascii_case(name);
-    let provider: Option<&[u8]> = if is(b"gmail.com") || is(b"googlemail.com") {
-        Some(b"gmail.com")
-    } else if is(b"me.com") || is(b"mac.com") {
-        Some(b"icloud.com")
-    } else {
-        None
-    };
-    let proton = is(b"protonmail.com") || is(b"protonmail.ch") || is(b"proton.me") || is(b"pm.me");
-    let gmail = provider == Some(b"gmail.com".as_slice());
-    let yahoo = (domain.len() >= 6 && domain[..6].eq_ignore_ascii_case(b"yahoo."))
-        || is(b"ymail.com")
-        || is(b"rocketmail.com");
+    // Providers are recognized before lowercasing; their canonical domains are valid hostnames.
+    let rules = provider(domain);
     // The local part, lowercased, up to the first '+' (Yahoo: also '-'), then the dropped
     // characters squeezed out.
     let end = local
         .iter()
-        .position(|&c| (c == b'+') | (yahoo & (c == b'-')))
+        .position(|&c| (c == b'+') | (rules.cut_at_dash & (c == b'-')))
         .unwrap_or(local.len());
     for (d, &c) in out.iter_mut().zip(&local[..end]) {
         *d = c.to_ascii_lowercase();
     }
+    // (`iter().any`, not `contains`: for bytes that is a memchr call per character.)
+    let dropped = |c: u8| rules.dropped.iter().any(|&d| d == c);
     let mut n = end;
-    if gmail | proton {
-        let dropped = |c: u8| (c == b'.') | (proton & ((c == b'-') | (c == b'_')));
-        if let Some(first) = out[..end].iter().position(|&c| dropped(c)) {
-            n = first;
-            for i in first..end {
-                let c = out[i];
-                out[n] = c;
-                n += usize::from(!dropped(c));
-            }
+    if let Some(first) = out[..end].iter().position(|&c| dropped(c)) {
+        n = first;
+        for i in first..end {
+            let c = out[i];
+            out[n] = c;
+            n += usize::from(!dropped(c));
         }
     }
     // The domain, lowercased after the '@', checked label by label in order as letter-digit-hyphen
     // labels; other characters (rare: an invalid domain) are left to the general path.
     out[n] = b'@';
-    let dl = match provider {
+    let dl = match rules.canonical {
         Some(p) => {
-            out[n + 1..n + 1 + p.len()].copy_from_slice(p);
+            out[n + 1..n + 1 + p.len()].copy_from_slice(p.as_bytes());
             p.len()
         }
         None => {
@@ -228,28 +215,25 @@ fn normalize_general(trimmed: &str) -> Result<String, EmailError> {
         return Err(EmailError::EmptyDomain);
     }
     let ascii_domain = to_ascii_hostname(domain)?;
-    let domain = canonical_provider_domain(&ascii_domain);
+    let rules = provider(ascii_domain.as_bytes());
+    let domain = rules.canonical.unwrap_or(&ascii_domain);
 
     let mut local = match local.find('+') {
         Some(i) => &local[..i],
         None => local,
     };
-    if is_yahoo(domain) {
+    if rules.cut_at_dash {
         if let Some(i) = local.find('-') {
             local = &local[..i];
         }
     }
-    let dropped: &[char] = match domain {
-        "gmail.com" => &['.'],
-        "protonmail.com" | "protonmail.ch" | "proton.me" | "pm.me" => &['.', '-', '_'],
-        _ => &[],
-    };
+    let kept = |c: &char| !(c.is_ascii() && rules.dropped.contains(&(*c as u8)));
     let mut out = String::with_capacity(local.len() + 1 + domain.len());
     if local.is_ascii() {
-        out.extend(local.chars().filter(|c| !dropped.contains(c)));
+        out.extend(local.chars().filter(kept));
     } else {
         // Dropping a character can bring a base letter and a combining mark together: recompose.
-        out.extend(local.chars().filter(|c| !dropped.contains(c)).nfkc());
+        out.extend(local.chars().filter(kept).nfkc());
     }
     if out.is_empty() {
         return Err(EmailError::EmptyLocal);
@@ -263,16 +247,57 @@ fn normalize_general(trimmed: &str) -> Result<String, EmailError> {
     Ok(out)
 }
 
-fn canonical_provider_domain(domain: &str) -> &str {
-    match domain {
-        "googlemail.com" => "gmail.com",
-        "me.com" | "mac.com" => "icloud.com",
-        other => other,
-    }
+/// What a mail provider's rules (6 in the module comment) do to an address on its domain.
+struct Provider {
+    /// The one domain of the provider's aliases (`googlemail.com` -> `gmail.com`); None: as is.
+    canonical: Option<&'static str>,
+    /// Characters of the local part the provider ignores.
+    dropped: &'static [u8],
+    /// Yahoo: the disposable keyword starts at the first `-`.
+    cut_at_dash: bool,
 }
 
-fn is_yahoo(domain: &str) -> bool {
-    domain.starts_with("yahoo.") || domain == "ymail.com" || domain == "rocketmail.com"
+/// The rules for an ASCII `domain`, in any case (the ASCII path asks before lowercasing). The one
+/// table of providers, for both paths.
+fn provider(domain: &[u8]) -> Provider {
+    let is = |name: &str| domain.eq_ignore_ascii_case(name.as_bytes());
+    let plain = Provider {
+        canonical: None,
+        dropped: b"",
+        cut_at_dash: false,
+    };
+    if is("gmail.com") || is("googlemail.com") {
+        Provider {
+            canonical: Some("gmail.com"),
+            dropped: b".",
+            ..plain
+        }
+    } else if is("me.com") || is("mac.com") {
+        Provider {
+            canonical: Some("icloud.com"),
+            ..plain
+        }
+    } else if ["protonmail.com", "protonmail.ch", "proton.me", "pm.me"]
+        .into_iter()
+        .any(is)
+    {
+        Provider {
+            dropped: b".-_",
+            ..plain
+        }
+    } else if domain
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"yahoo."))
+        || is("ymail.com")
+        || is("rocketmail.com")
+    {
+        Provider {
+            cut_at_dash: true,
+            ..plain
+        }
+    } else {
+        plain
+    }
 }
 
 /// IDNA (UTS #46, strict: STD3 characters, hyphen positions, DNS lengths) to the ASCII form, then

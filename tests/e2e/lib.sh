@@ -9,6 +9,12 @@ fresh_db() { # DB: drop and create
   psql_db postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
 }
 fail() { echo "FAILED: $*" >&2; exit 1; }
+violations() { # DB: what check_invariants() finds, on one line; empty when the data is consistent
+  psql_db "$1" -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()"
+}
+deadlocks() { # DB: the deadlocks PostgreSQL has counted in that database
+  psql_db postgres -c "SELECT deadlocks FROM pg_stat_database WHERE datname = '$1'"
+}
 assert_eq() { # EXPECTED ACTUAL MESSAGE
   [ "$1" = "$2" ] || fail "$3: expected [$1], got [$2]"
 }

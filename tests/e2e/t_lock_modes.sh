@@ -58,7 +58,7 @@ assert_eq "periods 1|metrics 1|sessions 1|refund pending|cancel canceled" "$(ech
 # Part 2. Session A does what a trial-claiming create does: key-shares the customer (the claim's
 # foreign-key check), then inserts the pair's subscription. Session X cancels the pair's
 # subscription in between. With FOR UPDATE in the cancel's trigger, X waited on A and A on X.
-d0=$(psql_db e2e_locks -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_locks'")
+d0=$(deadlocks e2e_locks)
 psql_db e2e_locks > /tmp/checkout-locks-a.out 2>&1 <<SQL &
 \\o /dev/null
 BEGIN;
@@ -78,9 +78,9 @@ a_out=$(cat /tmp/checkout-locks-a.out); rm -f /tmp/checkout-locks-a.out
 assert_eq "canceled" "$x_out" "the cancel beside a key-share lock"
 assert_eq "" "$a_out" "the insert after the cancel"
 assert_eq 2 "$(psql_db e2e_locks -c "SELECT count(*) FROM checkout.subscriptions WHERE customer_id = $c2")" "subscriptions of the second customer"
-d1=$(psql_db e2e_locks -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_locks'")
+d1=$(deadlocks e2e_locks)
 assert_eq 0 "$((d1 - d0))" "deadlocks"
-assert_eq "" "$(psql_db e2e_locks -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants"
+assert_eq "" "$(violations e2e_locks)" "invariants"
 
 # Part 3. Session A claims the trial of (c3, p2) as a create does, then inserts that pair's trialing
 # subscription; session X moves c3's trialing p1 subscription to p2 in between. X takes the trial
@@ -90,7 +90,7 @@ assert_eq "" "$(psql_db e2e_locks -c "SELECT string_agg(invariant || ': ' || det
 trialing=$(psql_db e2e_locks -c "SELECT checkout.create_subscription_atomic(jsonb_build_object('status', 'trialing',
   'amount', 100, 'currency', 'usd', 'interval', 'month', 'current_period_start', '2026-01-01',
   'current_period_end', '2099-01-01', 'trial_end', '2099-01-01'), NULL, $c3, $p1, $org)->>'subscription_id'")
-d0=$(psql_db e2e_locks -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_locks'")
+d0=$(deadlocks e2e_locks)
 psql_db e2e_locks > /tmp/checkout-locks-a.out 2>&1 <<SQL &
 \\o /dev/null
 BEGIN;
@@ -110,6 +110,6 @@ wait $a || true
 a_out=$(cat /tmp/checkout-locks-a.out); rm -f /tmp/checkout-locks-a.out
 assert_eq "ERROR:  23505" "$x_out" "the plan change beside a trial-claiming create"
 assert_eq "" "$a_out" "the create beside a plan change"
-d1=$(psql_db e2e_locks -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_locks'")
+d1=$(deadlocks e2e_locks)
 assert_eq 0 "$((d1 - d0))" "deadlocks"
-assert_eq "" "$(psql_db e2e_locks -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants at the end"
+assert_eq "" "$(violations e2e_locks)" "invariants at the end"

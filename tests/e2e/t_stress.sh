@@ -9,13 +9,12 @@ seconds=${STRESS_SECONDS:-10} clients=${STRESS_CLIENTS:-16} report=${STRESS_REPO
 fresh_db e2e_stress
 psql_db e2e_stress -c "CREATE EXTENSION checkout" -f "$(dirname "$0")/stress.sql" >/dev/null
 psql_db e2e_stress -v products=2 -v customers=3 -f "$(dirname "$0")/hot_set.sql" >/dev/null
-deadlocks() { psql_db e2e_stress -c "SELECT deadlocks FROM pg_stat_database WHERE datname = 'e2e_stress'"; }
-d0=$(deadlocks)
+d0=$(deadlocks e2e_stress)
 for c in $(seq 1 "$clients"); do
   psql_db e2e_stress -c "CALL stress($c, $seconds)" &
 done
 wait
-d1=$(deadlocks)
+d1=$(deadlocks e2e_stress)
 {
   echo "stress: $clients clients, $seconds s, PostgreSQL $E2E_VERSION"
   psql_db e2e_stress -c "SELECT op || ' ' || state || ' ' || sum(n) FROM stress_results GROUP BY op, state ORDER BY op, state"
@@ -29,5 +28,5 @@ bad=$(psql_db e2e_stress -c "SELECT op || ' ' || state || ' ' || sum(n) FROM str
 assert_eq "$clients" "$(psql_db e2e_stress -c "SELECT count(DISTINCT client) FROM stress_results")" "clients that finished"
 [ "$((d1 - d0))" = 0 ] || fail "deadlocks: $((d1 - d0)); from the server log:
 $(grep -A 6 'deadlock detected' "$E2E_LOG" | head -n 60)"
-violations=$(psql_db e2e_stress -c "SELECT invariant || ': ' || detail FROM checkout.check_invariants()")
-[ -z "$violations" ] || fail "invariants: $violations"
+found=$(violations e2e_stress)
+[ -z "$found" ] || fail "invariants: $found"
