@@ -7,7 +7,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../scripts/env.sh"
 v=$1; shift
 export E2E_VERSION=$v E2E_BIN; E2E_BIN=$(pg_bindir "$v")
-export E2E_PORT=$((55400 + v)) E2E_DATA="$PGDATA_BASE/e2e-$v" E2E_LOG="$PGDATA_BASE/e2e-$v/server.log"
+# Below 32768, out of the kernel's ephemeral range: a port in it can be taken by a client
+# connection's local end at the moment a server (here, t_worker's standby on E2E_PORT + 100) binds.
+export E2E_PORT=$((25400 + v)) E2E_DATA="$PGDATA_BASE/e2e-$v" E2E_LOG="$PGDATA_BASE/e2e-$v/server.log"
 stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"
 # checkout preloaded: its maintenance worker runs in database e2e_worker (t_worker). On PostgreSQL 15
 # also pg_cron (Debian's postgresql-15-cron) for the scheduling test.
