@@ -9,6 +9,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   FROM checkout.subscriptions s
   WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
   UNION ALL
+  -- ...and only one: a path that wrote the audit row itself and let the trigger write another would
+  -- leave two. Rows followed by a 'deleted' row belong to an earlier life of a re-inserted id.
+  SELECT 'subscription with more than one created audit row', format('%s (%s)', c.subscription_id, count(*))
+  FROM checkout.subscription_changes c
+  WHERE c.change_type = 'created'
+    AND EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = c.subscription_id)
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscription_changes d
+                    WHERE d.subscription_id = c.subscription_id AND d.change_type = 'deleted' AND d.created_at >= c.created_at)
+  GROUP BY c.subscription_id HAVING count(*) > 1
+  UNION ALL
   -- a trialing subscription has its trial recorded
   SELECT 'trialing subscription without trial_history', s.id::text
   FROM checkout.subscriptions s
@@ -64,4 +74,4 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                     WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
 $$;
 REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
-COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows, trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';

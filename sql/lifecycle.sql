@@ -30,10 +30,12 @@ BEGIN
                             coalesce((SELECT string_agg(t.to_status, ', ') FROM checkout.subscription_transitions() t
                                       WHERE t.from_status = OLD.status), 'nothing (final)'));
     END IF;
-    IF OLD.status = 'canceled' AND NEW.current_period_end <= now() THEN
+    -- The period it was canceled in (OLD): an UPDATE that also moves current_period_end cannot
+    -- reactivate a subscription whose period is over.
+    IF OLD.status = 'canceled' AND OLD.current_period_end <= now() THEN
       RAISE EXCEPTION 'a canceled subscription can only be reactivated within its period'
         USING ERRCODE = 'triggered_action_exception',
-              DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, NEW.current_period_end),
+              DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, OLD.current_period_end),
               HINT = 'Create a new subscription instead.';
     END IF;
     IF NEW.status IN ('canceled', 'expired') THEN

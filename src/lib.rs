@@ -10,6 +10,7 @@ mod email;
 mod errors;
 mod gucs;
 mod idempotency;
+mod lookups;
 mod maintenance;
 mod plans;
 mod refunds;
@@ -18,10 +19,12 @@ mod subscriptions;
 mod trials;
 mod webhooks;
 
-/// Called when the library loads: registers the settings and, when preloaded, the workers.
+/// Called when the library loads: registers the settings, the lookup cache's invalidation callback
+/// and, when preloaded, the workers.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    lookups::init();
     maintenance::register_workers();
 }
 

@@ -77,4 +77,57 @@ mod tests {
         assert_eq!(text("SELECT status FROM checkout.refunds"), "succeeded");
         assert_eq!(sqlstate_of("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_9', 'failed')"), "P0002");
     }
+
+    #[pg_test]
+    fn a_canceled_refund_frees_its_amount() {
+        fixture();
+        json(&refund("re_1", 1000));
+        assert_eq!(sqlstate_of(&refund("re_2", 1)), "23514");
+        let r = json("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', 'canceled')");
+        assert_eq!(
+            (r["status"].as_str(), r["completed_at"].is_null()),
+            (Some("canceled"), true),
+            "{r}"
+        );
+        // Canceled is final, and no longer counts against the payment.
+        for to in ["pending", "succeeded", "failed"] {
+            assert_eq!(sqlstate_of(&format!("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', '{to}')")), "09000", "canceled -> {to}");
+        }
+        assert_eq!(json(&refund("re_2", 1000))["refunded_total"], 1000);
+    }
+
+    /// Every (from, to) pair of statuses, through update_refund_status and by direct UPDATE (the
+    /// trigger): from pending to any status; from succeeded, failed or canceled only to the same
+    /// status (a no-op), anything else 09000 with the refund unchanged.
+    #[pg_test]
+    fn refund_status_transitions_from_every_status() {
+        fixture();
+        const STATUSES: [&str; 4] = ["pending", "succeeded", "failed", "canceled"];
+        for from in STATUSES {
+            for to in STATUSES {
+                let may = from == to || from == "pending";
+                for path in ["function", "update"] {
+                    let id = format!("re_{path}_{from}_{to}");
+                    // Inserted directly in `from` (an insert is not a transition).
+                    Spi::run(&format!("INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, amount, currency, status) VALUES ('a0000000-0000-0000-0000-000000000001', 'pi_1', '{id}', 1, 'usd', '{from}')")).unwrap();
+                    let row = format!("SELECT to_jsonb(r)::text FROM checkout.refunds r WHERE stripe_refund_id = '{id}'");
+                    let before = text(&row);
+                    let sql = if path == "function" {
+                        format!("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', '{id}', '{to}')")
+                    } else {
+                        format!("UPDATE checkout.refunds SET status = '{to}' WHERE stripe_refund_id = '{id}'")
+                    };
+                    let what = format!("{path}: {from} -> {to}");
+                    if may {
+                        assert_eq!(sqlstate_of(&sql), "00000", "{what}");
+                        assert_eq!(text(&format!("SELECT status || ' ' || (completed_at IS NOT NULL) FROM checkout.refunds WHERE stripe_refund_id = '{id}'")),
+                                   format!("{to} {}", to == "succeeded" && from == "pending"), "{what}");
+                    } else {
+                        assert_eq!(sqlstate_of(&sql), "09000", "{what}");
+                        assert_eq!(text(&row), before, "{what}");
+                    }
+                }
+            }
+        }
+    }
 }

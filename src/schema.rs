@@ -13,7 +13,7 @@ extension_sql_file!("../sql/verify.sql", name = "verify", finalize);
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::{count, fixture, sqlstate_of};
+    use crate::test_support::{count, fixture, sqlstate_of, text};
     use pgrx::prelude::*;
 
     const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
@@ -248,6 +248,37 @@ mod tests {
         assert_eq!(
             found.as_deref(),
             Some("customer counters differ from a recount, idempotency key stuck in processing, trialing subscription without trial_history")
+        );
+    }
+
+    #[pg_test]
+    fn invariants_catch_a_second_created_audit_row() {
+        fixture();
+        let sub = "'d0000000-0000-0000-0000-0000000000a1'";
+        let created = || {
+            count(&format!("SELECT count(*) FROM checkout.subscription_changes WHERE subscription_id = {sub} AND change_type = 'created'"))
+        };
+        let violations = || {
+            text("SELECT coalesce(string_agg(invariant || ': ' || detail, '; '), '') FROM checkout.check_invariants()")
+        };
+        assert_eq!((created(), violations()), (1, String::new()));
+        // Deleted and inserted again under its id: one 'created' row per life, which is fine.
+        Spi::run(&format!(
+            "CREATE TEMP TABLE kept_subscription AS SELECT * FROM checkout.subscriptions WHERE id = {sub};
+             DELETE FROM checkout.subscriptions WHERE id = {sub};
+             INSERT INTO checkout.subscriptions SELECT * FROM kept_subscription;"
+        ))
+        .unwrap();
+        assert_eq!((created(), violations()), (2, String::new()));
+        // A second one in the same life (what a path auditing itself and through the trigger would leave).
+        Spi::run(&format!(
+            "INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, created_at)
+             VALUES ('{ORG_A}', {sub}, 'created', clock_timestamp())"
+        ))
+        .unwrap();
+        assert_eq!(
+            violations(),
+            "subscription with more than one created audit row: d0000000-0000-0000-0000-0000000000a1 (2)"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! and writes with one statement; the subscriptions triggers (sql/lifecycle.sql) then write the
 //! audit row (with this call's change type, actor and reason), counters, grants and trial. An
 //! optional idempotency key has create_subscription_atomic's semantics.
-use super::states::allowed;
+use super::states::{allowed, LIVE};
 use super::{
     input, parse_uuid, require_product_and_features, ACTIVE_SQL, BOOL, INT4, INT8, JSONB_ARRAY,
     TEXT, TIMESTAMPTZ, UUID, UUID_ARRAY,
@@ -345,7 +345,7 @@ fn cancel_subscription_atomic(
         json!({"at_period_end": at_period_end}),
         |client, call, s| {
             if at_period_end {
-                if !matches!(s.status.as_str(), "trialing" | "active" | "past_due") {
+                if !LIVE.contains(&s.status.as_str()) {
                     call.refuse(
                         "only an active, trialing or past_due subscription can be canceled at period end",
                         &s.status,
@@ -393,7 +393,7 @@ fn reactivate_subscription_atomic(
         p_idempotency_key,
         json!({}),
         |client, call, s| {
-            if s.cancel_pending && matches!(s.status.as_str(), "trialing" | "active" | "past_due") {
+            if s.cancel_pending && LIVE.contains(&s.status.as_str()) {
                 return Some(("reactivated", call.set_pending_cancel(client, false)));
             }
             if s.status != "canceled" {
@@ -501,7 +501,7 @@ fn change_subscription_plan_atomic(
         p_idempotency_key,
         request,
         |client, call, s| {
-            if !matches!(s.status.as_str(), "trialing" | "active" | "past_due") {
+            if !LIVE.contains(&s.status.as_str()) {
                 call.refuse(
                     format!("the plan of a {} subscription cannot change", s.status),
                     &s.status,
@@ -828,8 +828,8 @@ mod unit {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::subscriptions::states::allowed;
-    use crate::test_support::{count, fixture, json, sqlstate_of, text};
+    use crate::subscriptions::states::{allowed, LIVE};
+    use crate::test_support::{count, fixture, json, sqlstate_of, text, value};
     use pgrx::prelude::*;
 
     const ORG: &str = "'a0000000-0000-0000-0000-000000000001'";
@@ -1003,6 +1003,56 @@ mod tests {
         assert_eq!(grants(), "a1-");
     }
 
+    /// The period that counts is the one the subscription was canceled in: an UPDATE that moves
+    /// current_period_end along with the status cannot revive a subscription whose period is over.
+    #[pg_test]
+    fn a_direct_update_moving_the_period_cannot_reactivate_after_it() {
+        fixture();
+        call("cancel_subscription_atomic", "");
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '2 months', current_period_end = now() - interval '1 day' WHERE id = {SUB}")).unwrap();
+        let row = || {
+            text(&format!(
+                "SELECT to_jsonb(s)::text FROM checkout.subscriptions s WHERE id = {SUB}"
+            ))
+        };
+        let before = row();
+        let counts = text("SELECT checkout_test.row_counts()");
+        for set in [
+            "status = 'active', current_period_end = now() + interval '1 month'",
+            "status = 'active', current_period_start = now(), current_period_end = now() + interval '1 month'",
+        ] {
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "UPDATE checkout.subscriptions SET {set} WHERE id = {SUB}"
+                )),
+                "09000",
+                "{set}"
+            );
+        }
+        assert_eq!(row(), before);
+        assert_eq!(text("SELECT checkout_test.row_counts()"), counts);
+        assert_eq!(state(), "canceled false true");
+        assert_eq!((grants(), active_flag()), ("a1-".into(), "false 1".into()));
+        assert_eq!(audit(), "created cancelled updated");
+        // The function agrees.
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.reactivate_subscription_atomic({SUB}, {ORG})"
+            )),
+            "09000"
+        );
+        // Within the period the same statement reactivates (the function keeps the period, so
+        // reactivate_subscription_atomic passes the same check).
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now(), current_period_end = now() + interval '1 day' WHERE id = {SUB}")).unwrap();
+        assert_eq!(
+            sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() + interval '1 month' WHERE id = {SUB}")),
+            "00000"
+        );
+        assert_eq!(state(), "active false false");
+        assert_eq!((grants(), active_flag()), ("a1+".into(), "true 1".into()));
+        assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
+    }
+
     #[pg_test]
     fn plan_changes_move_grants_and_say_up_or_down() {
         fixture();
@@ -1113,6 +1163,11 @@ mod tests {
             )),
             "09000"
         );
+        // The audit trail: change type, status before > after (the refused second call wrote none).
+        let trail = |id: &str| {
+            text(&format!("SELECT string_agg(change_type || ':' || coalesce(old_values->>'status', '') || '>' || coalesce(new_values->>'status', ''), ' ' ORDER BY created_at, change_type <> 'created') FROM checkout.subscription_changes WHERE subscription_id = '{id}'"))
+        };
+        assert_eq!(trail(&paid), "created:>trialing converted:trialing>active");
         let lapsed = trial("b0000000-0000-0000-0000-0000000000a2");
         let r = json(&format!(
             "SELECT checkout.end_subscription_trial('{lapsed}', {ORG}, false)"
@@ -1126,6 +1181,8 @@ mod tests {
             )),
             "22004"
         );
+        assert_eq!(trail(&lapsed), "created:>trialing expired:trialing>expired");
+        assert_eq!(count(&format!("SELECT count(*) FROM checkout.subscription_changes WHERE subscription_id IN ('{paid}', '{lapsed}') AND change_type IN ('converted', 'expired')")), 2);
     }
 
     const STATUSES: [&str; 8] = [
@@ -1251,6 +1308,98 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
     }
 
+    /// reactivate (with and without a pending cancellation), cancel at period end and change plan
+    /// from every status. Expected: what the table allows for the status change the function makes,
+    /// within the statuses its rule names (states::LIVE); anything else is 09000 and leaves the row,
+    /// its audit trail and every table as they were.
+    #[pg_test]
+    fn reactivate_cancel_at_period_end_change_plan_follow_the_table() {
+        fixture();
+        let row = |id: &str| {
+            text(&format!(
+                "SELECT to_jsonb(s)::text FROM checkout.subscriptions s WHERE id = '{id}'"
+            ))
+        };
+        let changes = |id: &str| {
+            count(&format!(
+                "SELECT count(*) FROM checkout.subscription_changes WHERE subscription_id = '{id}'"
+            ))
+        };
+        for from in STATUSES {
+            let live = LIVE.contains(&from);
+            for with_pending in [false, true] {
+                for function in ["reactivate", "cancel_at_period_end", "change_plan"] {
+                    let id = subscription_in(from);
+                    if with_pending {
+                        // Entering canceled or expired clears the flag (the guard) and direct SQL
+                        // cannot set it there: those rows stay without one.
+                        Spi::run(&format!("UPDATE checkout.subscriptions SET cancel_at_period_end = true WHERE id = '{id}'")).unwrap();
+                    }
+                    let pending: bool = value(&format!(
+                        "SELECT cancel_at_period_end FROM checkout.subscriptions WHERE id = '{id}'"
+                    ));
+                    // The call; whether it may run; status, flag and amount after it; audit rows added.
+                    let (sql, may, after, added): (String, bool, String, i64) = match function {
+                        "reactivate" => {
+                            let sql = format!(
+                                "SELECT checkout.reactivate_subscription_atomic('{id}', {ORG})"
+                            );
+                            if pending && live {
+                                // Undoes the pending cancellation; the status stays.
+                                (sql, true, format!("{from} false 1000"), 1)
+                            } else {
+                                // The table's canceled -> active, from a canceled subscription
+                                // (its period is running).
+                                let may = from == "canceled" && allowed(from, "active");
+                                (sql, may, "active false 1000".to_owned(), 1)
+                            }
+                        }
+                        "cancel_at_period_end" => (
+                            format!(
+                                "SELECT checkout.cancel_subscription_atomic('{id}', {ORG}, true)"
+                            ),
+                            live && allowed(from, "canceled"),
+                            format!("{from} true 1000"),
+                            // Already pending: nothing to change, no audit row.
+                            if pending { 0 } else { 1 },
+                        ),
+                        "change_plan" => (
+                            format!("SELECT checkout.change_subscription_plan_atomic('{id}', {ORG}, 'b0000000-0000-0000-0000-0000000000a2', 2000)"),
+                            live,
+                            format!("{from} {pending} 2000"),
+                            1,
+                        ),
+                        _ => unreachable!(),
+                    };
+                    let what = format!("{function} from {from} (pending: {pending})");
+                    let before_row = row(&id);
+                    let before_changes = changes(&id);
+                    let before_counts = text("SELECT checkout_test.row_counts()");
+                    let code = sqlstate_of(&sql);
+                    if may {
+                        assert_eq!(code, "00000", "{what}");
+                        assert_eq!(text(&format!("SELECT status || ' ' || cancel_at_period_end || ' ' || amount FROM checkout.subscriptions WHERE id = '{id}'")), after, "{what}");
+                        assert_eq!(changes(&id), before_changes + added, "{what}");
+                    } else {
+                        assert_eq!(code, "09000", "{what}");
+                        assert_eq!(row(&id), before_row, "{what}");
+                        assert_eq!(changes(&id), before_changes, "{what}");
+                        assert_eq!(
+                            text("SELECT checkout_test.row_counts()"),
+                            before_counts,
+                            "{what}"
+                        );
+                    }
+                    Spi::run(&format!(
+                        "DELETE FROM checkout.subscriptions WHERE id = '{id}'"
+                    ))
+                    .unwrap();
+                }
+            }
+        }
+        assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
+    }
+
     #[pg_test]
     fn direct_sql_is_audited_with_actor_and_reason_and_deletes_leave_a_trail() {
         fixture();
@@ -1335,6 +1484,104 @@ mod tests {
             0
         );
         assert_eq!(text("SELECT checkout_test.row_counts()"), before);
+    }
+
+    /// The functions lifecycle_keys_replay_and_refuse_other_parameters leaves out: a replay answers
+    /// the first response with "replayed": true and writes nothing (no audit row); the key with other
+    /// parameters, or for another operation, is 55000 and writes nothing.
+    #[pg_test]
+    fn keys_of_reactivate_plan_past_due_trial_end_replay_or_refuse() {
+        fixture();
+        let sub = SUB.trim_matches('\'');
+        let trial = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2099-01-15T00:00:00Z\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', {ORG})"));
+        assert_eq!(trial["status"], "trialing");
+        let trial = trial["subscription_id"].as_str().unwrap().to_owned();
+        // `call` with its key, then `other` (the same key, other parameters) on subscription `id`.
+        let check = |call: &str, other: &str, id: &str, status: &str| {
+            let first = json(&format!("SELECT checkout.{call}"));
+            assert_eq!(
+                (
+                    first["changed"].as_bool(),
+                    first["status"].as_str(),
+                    first["replayed"].as_bool()
+                ),
+                (Some(true), Some(status), None),
+                "{call}"
+            );
+            let counts = text("SELECT checkout_test.row_counts()");
+            let row =
+                format!("SELECT to_jsonb(s)::text FROM checkout.subscriptions s WHERE id = '{id}'");
+            let before = text(&row);
+            let replay = json(&format!("SELECT checkout.{call}"));
+            let mut expected = first.clone();
+            expected["replayed"] = true.into();
+            assert_eq!(replay, expected, "{call}");
+            assert_eq!(
+                sqlstate_of(&format!("SELECT checkout.{other}")),
+                "55000",
+                "{other}"
+            );
+            assert_eq!(
+                text("SELECT checkout_test.row_counts()"),
+                counts,
+                "{call}: the replay and the refused call wrote nothing"
+            );
+            assert_eq!(text(&row), before, "{call}");
+        };
+        check(
+            &format!("mark_subscription_past_due({SUB}, {ORG}, 'card declined', p_idempotency_key => 'k-past-due')"),
+            &format!("mark_subscription_past_due({SUB}, {ORG}, 'insufficient funds', p_idempotency_key => 'k-past-due')"),
+            sub,
+            "past_due",
+        );
+        check(
+            &format!("change_subscription_plan_atomic({SUB}, {ORG}, 'b0000000-0000-0000-0000-0000000000a2', 2500, p_idempotency_key => 'k-plan')"),
+            &format!("change_subscription_plan_atomic({SUB}, {ORG}, 'b0000000-0000-0000-0000-0000000000a2', 3000, p_idempotency_key => 'k-plan')"),
+            sub,
+            "past_due",
+        );
+        call("cancel_subscription_atomic", "");
+        check(
+            &format!("reactivate_subscription_atomic({SUB}, {ORG}, 'came back', p_idempotency_key => 'k-reactivate')"),
+            &format!("reactivate_subscription_atomic({SUB}, {ORG}, 'other reason', p_idempotency_key => 'k-reactivate')"),
+            sub,
+            "active",
+        );
+        check(
+            &format!(
+                "end_subscription_trial('{trial}', {ORG}, true, p_idempotency_key => 'k-trial')"
+            ),
+            &format!(
+                "end_subscription_trial('{trial}', {ORG}, false, p_idempotency_key => 'k-trial')"
+            ),
+            &trial,
+            "active",
+        );
+        // A key is bound to its operation too.
+        let counts = text("SELECT checkout_test.row_counts()");
+        for other in [
+            format!(
+                "mark_subscription_past_due({SUB}, {ORG}, p_idempotency_key => 'k-reactivate')"
+            ),
+            format!(
+                "reactivate_subscription_atomic({SUB}, {ORG}, p_idempotency_key => 'k-past-due')"
+            ),
+            format!("expire_subscription('{trial}', {ORG}, p_idempotency_key => 'k-trial')"),
+            format!("end_subscription_trial({SUB}, {ORG}, true, p_idempotency_key => 'k-plan')"),
+        ] {
+            assert_eq!(
+                sqlstate_of(&format!("SELECT checkout.{other}")),
+                "55000",
+                "{other}"
+            );
+        }
+        assert_eq!(text("SELECT checkout_test.row_counts()"), counts);
+        // One audit row per call that did something.
+        assert_eq!(audit(), "created past_due upgraded cancelled reactivated");
+        assert_eq!(
+            text(&format!("SELECT string_agg(change_type, ' ' ORDER BY created_at, change_type <> 'created') FROM checkout.subscription_changes WHERE subscription_id = '{trial}'")),
+            "created converted"
+        );
     }
 
     #[pg_test]

@@ -8,6 +8,7 @@
 use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
+use crate::lookups::Snapshot;
 use crate::plans::{first_row, kept, ok};
 use crate::trials;
 use pgrx::datum::TimestampWithTimeZone;
@@ -234,7 +235,7 @@ fn create_subscription_atomic(
         let (status, trial_eligible, trial_reason, trial_start, trial_end) = match sub.trial_end {
             None => (sub.status.clone(), None, None, None, None),
             Some(end) => {
-                let mut verdict = trials::eligibility(client, customer, product, None);
+                let mut verdict = trials::eligibility(customer, product, None, Snapshot::Latest);
                 if verdict.eligible {
                     let plan = kept(
                         client,
@@ -392,7 +393,7 @@ extension_sql!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::{fixture, json, sqlstate_of, text};
+    use crate::test_support::{count, fixture, json, sqlstate_of, text};
     use pgrx::prelude::*;
     use serde_json::Value;
 
@@ -416,6 +417,15 @@ mod tests {
         let row = text(&format!("SELECT status || ' ' || amount || ' ' || currency || ' ' || interval || ' ' || interval_count || ' ' || (current_period_end - current_period_start) FROM checkout.subscriptions WHERE id = '{id}'"));
         assert_eq!(row, "active 1999 usd month 1 31 days");
         assert_eq!(text(&format!("SELECT change_type || ' ' || (new_values->>'id') FROM checkout.subscription_changes WHERE subscription_id = '{id}'")), format!("created {id}"));
+        // Exactly one: the statement writes it and the audit trigger stays out (get_one above would
+        // read the first of two).
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM checkout.subscription_changes WHERE subscription_id = '{id}'"
+            )),
+            1
+        );
+        assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
         // Duplicates merged: two grants, metadata combined.
         assert_eq!(text(&format!("SELECT string_agg(metadata::text, ' ' ORDER BY feature_id) FROM checkout.feature_grants WHERE subscription_id = '{id}'")), r#"{"sso": true, "seats": 5} {}"#);
         assert_eq!(text("SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a2'"), "true 1");

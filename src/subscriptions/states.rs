@@ -28,9 +28,15 @@ pub const TRANSITIONS: &[(&str, &str)] = &[
     ("paused", "active"),
     ("paused", "canceled"),
     ("paused", "expired"),
-    // Reactivation, only while the paid period lasts (the trigger checks current_period_end).
+    // Reactivation, only while the paid period lasts (the trigger checks the current_period_end
+    // the subscription was canceled with).
     ("canceled", "active"),
 ];
+
+/// The statuses of a subscription with access and a billing period running: only these can be set
+/// to cancel at period end (and undo that) or change plan. Each may become `canceled` (above), so a
+/// pending cancellation can always complete.
+pub const LIVE: &[&str] = &["trialing", "active", "past_due"];
 
 pub fn allowed(from: &str, to: &str) -> bool {
     from == to || TRANSITIONS.contains(&(from, to))
@@ -63,6 +69,13 @@ mod unit {
         assert!(!TRANSITIONS.iter().any(|(from, _)| *from == "expired"));
         assert!(allowed("canceled", "active"));
         assert!(!allowed("canceled", "past_due"));
+    }
+
+    #[test]
+    fn a_pending_cancellation_can_always_complete() {
+        for status in LIVE {
+            assert!(allowed(status, "canceled"), "{status}");
+        }
     }
 
     #[test]

@@ -40,15 +40,6 @@ CREATE FUNCTION checkout_test.fixture() RETURNS void LANGUAGE sql AS $$
     ('a0000000-0000-0000-0000-000000000001', 'pi_1', 1000, 'usd', 'succeeded');
 $$;
 
--- The lines of EXPLAIN (COSTS OFF) of a statement.
-CREATE FUNCTION checkout_test.explain_lines(stmt text) RETURNS SETOF text LANGUAGE plpgsql AS $$
-DECLARE line text;
-BEGIN
-  FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || stmt LOOP
-    RETURN NEXT line;
-  END LOOP;
-END $$;
-
 -- Row counts of every checkout table, to prove a failed call wrote nothing.
 CREATE FUNCTION checkout_test.row_counts() RETURNS text LANGUAGE plpgsql AS $$
 DECLARE t text; n bigint; out text := '';
