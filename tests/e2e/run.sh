@@ -28,7 +28,8 @@ passed=0; failed=0
 for t in "${tests[@]}"; do
   t=${t%.sh}
   out=$(bash "$here/$t.sh" 2>&1); rc=$?
-  if [ $rc -eq 0 ]; then passed=$((passed + 1)); echo "ok   pg$v $t"
+  # A test that could not run part of itself says so on a line starting "skipped:"; shown on success too.
+  if [ $rc -eq 0 ]; then passed=$((passed + 1)); echo "ok   pg$v $t"; echo "$out" | grep '^skipped:' | sed 's/^/    /'
   else failed=$((failed + 1)); echo "FAIL pg$v $t"; echo "$out" | sed 's/^/    /' | tail -40; fi
 done
 stop_cluster "$v" "$E2E_DATA"; rm -rf "$E2E_DATA"

@@ -1,6 +1,9 @@
 -- The stress procedure: one client's loop for :seconds, every iteration its own transaction,
--- mixing every write function (lifecycle functions included) over a hot set (3 customers x 2 products, 10 emails) with
--- idempotent retries. SQLSTATEs are counted per operation into stress_results.
+-- mixing every write function (lifecycle functions, refunds and their verdicts, webhook events and
+-- their workers included) over a hot set (3 customers x 2 products, 10 emails, one payment per
+-- customer) with idempotent retries and redeliveries. SQLSTATEs are counted per operation into
+-- stress_results; a call answered as a redelivery (`"duplicate": true`) counts as its own
+-- operation (refund_redelivery, webhook_redelivery).
 CREATE TABLE IF NOT EXISTS stress_results (client int, op text, state text, n int);
 CREATE OR REPLACE PROCEDURE stress(p_client int, p_seconds float) LANGUAGE plpgsql AS $$
 DECLARE
@@ -8,10 +11,11 @@ DECLARE
   v_counts jsonb := '{}';
   v_op text;
   v_state text;
-  v_c int; v_p int; v_id uuid;
+  v_c int; v_p int; v_id uuid; v_n int; v_ref text; v_res jsonb;
 BEGIN
   WHILE clock_timestamp() < v_end LOOP
-    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue', 'lifecycle', 'lifecycle', 'maintenance'])[1 + floor(random() * 8)::int];
+    v_op := (ARRAY['create', 'create_keyed', 'upsert', 'trial', 'queue', 'lifecycle', 'lifecycle', 'maintenance',
+                   'refund', 'refund_status', 'webhook', 'webhook_work'])[1 + floor(random() * 12)::int];
     v_c := 1 + floor(random() * 3)::int;
     v_p := 1 + floor(random() * 2)::int;
     BEGIN
@@ -53,6 +57,42 @@ BEGIN
         -- Every job, as the worker runs them: ends due pending cancellations (the hot set's periods
         -- are over) and refreshes product metrics, so product rows are locked too.
         PERFORM checkout.run_maintenance();
+      WHEN 'refund' THEN
+        -- A refund of the customer's payment (1000 usd): 16 refund ids per payment shared by every
+        -- client (a repeat is a redelivery), 100 or 250 each, so the payment runs out: 23514 is
+        -- the documented answer to a refund beyond it.
+        v_n := floor(random() * 16)::int;
+        v_res := checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_hot_' || v_c,
+                   format('re-%s-%s', v_c, v_n), 100 + 150 * (v_n % 2), 'usd', 'stress', 'automatic');
+        IF (v_res->>'duplicate')::boolean THEN
+          v_op := 'refund_redelivery';
+        END IF;
+      WHEN 'refund_status' THEN
+        -- The provider's verdict on a random refund of the payment, redeliveries of verdicts
+        -- included: 09000 when the refund already had another one (the refund state machine), P0002
+        -- while the payment has no refund yet.
+        SELECT r.stripe_refund_id INTO v_ref FROM checkout.refunds r
+        WHERE r.organization_id = 'a0000000-0000-0000-0000-000000000001' AND r.payment_intent_id = 'pi_hot_' || v_c
+        ORDER BY random() LIMIT 1;
+        PERFORM checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', v_ref,
+                  (ARRAY['succeeded', 'failed', 'canceled', 'pending'])[1 + floor(random() * 4)::int]);
+      WHEN 'webhook' THEN
+        -- One of 500 provider events about 10 objects, its provider time its number (so events
+        -- arrive out of order; an old one whose object has a newer applied event is stored stale);
+        -- a number drawn again is a redelivery.
+        v_n := floor(random() * 500)::int;
+        v_res := checkout.record_webhook_event('a0000000-0000-0000-0000-000000000001', 'evt-' || v_n, 'invoice.paid',
+                   jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object('id', 'in_' || v_n % 10))),
+                   timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => v_n));
+        IF (v_res->>'duplicate')::boolean THEN
+          v_op := 'webhook_redelivery';
+        END IF;
+      WHEN 'webhook_work' THEN
+        -- A webhook worker's turn, in this transaction: claim a batch, complete or fail each event.
+        FOR v_id IN SELECT e.id FROM checkout.claim_webhook_events(3) e LOOP
+          IF random() < 0.8 THEN PERFORM checkout.complete_webhook_event(v_id);
+          ELSE PERFORM checkout.fail_webhook_event(v_id, 'stress'); END IF;
+        END LOOP;
       WHEN 'queue' THEN
         PERFORM checkout.enqueue_reconciliation('stress', 'ref-' || floor(random() * 5), jsonb_build_object('c', p_client));
         FOR v_id IN SELECT id FROM checkout.claim_reconciliation(2, 'client-' || p_client) LOOP

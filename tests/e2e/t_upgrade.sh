@@ -1,7 +1,9 @@
 # ALTER EXTENSION checkout UPDATE from every archived release to this version (PostgreSQL chains the
 # scripts where there is no direct one), and back: the result
 # equals a fresh install of the target version (extension members from pg_depend, and pg_dump
-# --schema-only of the schema with the members detached), and every row is still there. Also: every
+# --schema-only of the schema with the members detached), and every row is still there; on the way
+# down to 0.1.0, rows that release cannot hold are loaded first and must come out converted or
+# deleted exactly as sql/checkout--0.2.0--0.1.0.sql says, and nothing else changed. Also: every
 # C symbol any archived release or upgrade script names exists in this build's library, so sessions
 # on an old version keep working after the library is replaced.
 source "$(dirname "$0")/lib.sh"
@@ -95,13 +97,48 @@ for old in $(ls "$root/sql/releases" | sed -n 's/^checkout--\([0-9.]*\)\.sql$/\1
   # The updated database works as the new version: a cancel through the new function, audited.
   psql_db e2e_up -c "SELECT checkout.cancel_subscription_atomic(s.id, s.organization_id) FROM checkout.subscriptions s WHERE s.status = 'active'" >/dev/null
   assert_eq "" "$(violations e2e_up)" "invariants after a call on the updated version"
-  # Down: back to the old release equals a fresh old install; rows stay (the downgrade script
-  # says what the old version cannot hold; this data has none of it).
+  # Down: back to the old release equals a fresh old install; rows stay, except what the downgrade
+  # script says the old version cannot hold. Before it, rows of that kind, written through this
+  # version's functions (upgrade_data_lifecycle.sql): a renewal, a past-due mark, a converted trial
+  # and a deleted subscription. Downgrades that can hold them must keep them unchanged.
+  psql_db e2e_up -f "$here/upgrade_data_lifecycle.sql" >/dev/null
+  assert_eq "" "$(violations e2e_up)" "invariants after the lifecycle data"
   snapshot e2e_up
+  if [ "$old" = 0.1.0 ]; then
+    # What sql/checkout--0.2.0--0.1.0.sql has to convert: one row of each change type 0.1.0 lacks,
+    # and the two-row trail of the deleted subscription (0.1.0's trail has a foreign key to it).
+    assert_eq "converted 1|deleted 1|past_due 1|renewed 1" "$(psql_db e2e_up -c "SELECT string_agg(change_type || ' ' || n, '|' ORDER BY change_type)
+      FROM (SELECT change_type, count(*) AS n FROM before_step.subscription_changes
+            WHERE change_type NOT IN ('created', 'updated', 'cancelled', 'reactivated', 'expired', 'upgraded', 'downgraded')
+            GROUP BY change_type) t")" "audit rows 0.1.0 cannot hold, before the downgrade"
+    orphans="SELECT c.id FROM before_step.subscription_changes c
+      WHERE NOT EXISTS (SELECT 1 FROM before_step.subscriptions s WHERE s.organization_id = c.organization_id AND s.id = c.subscription_id)"
+    assert_eq "created|deleted" "$(psql_db e2e_up -c "SELECT string_agg(change_type, '|' ORDER BY change_type) FROM before_step.subscription_changes WHERE id IN ($orphans)")" "trail of the deleted subscription, before the downgrade"
+  fi
   psql_db e2e_up -c "ALTER EXTENSION checkout UPDATE TO '$old'"
   assert_eq "$old" "$(psql_db e2e_up -c "SELECT extversion FROM pg_extension WHERE extname = 'checkout'")" "version after downgrade"
+  if [ "$old" = 0.1.0 ]; then
+    # The conversions happened, exactly: the three rows are 'updated' with their 0.2.0 type kept...
+    assert_eq "updated converted|updated past_due|updated renewed" "$(psql_db e2e_up -c "SELECT string_agg(change_type || ' ' || (metadata->>'change_type_0_2_0'), '|' ORDER BY metadata->>'change_type_0_2_0')
+      FROM checkout.subscription_changes WHERE metadata ? 'change_type_0_2_0'")" "audit rows converted by the downgrade"
+    # ...the deleted subscription's trail is gone...
+    assert_eq 0 "$(psql_db e2e_up -c "SELECT count(*) FROM checkout.subscription_changes WHERE id IN ($orphans)")" "trail of the deleted subscription after the downgrade"
+    # ...and these five rows are all the downgrade changed or removed.
+    assert_eq "subscription_changes 5" "$(lost_rows e2e_up '{changed_by_role}')" "rows the downgrade converted or deleted"
+    # The snapshot as 0.1.0 must hold it (the script's documented conversion, applied to the copy);
+    # every row, converted ones included, must then be there unchanged.
+    psql_db e2e_up >/dev/null <<SQL
+DELETE FROM before_step.subscription_changes WHERE id IN ($orphans);
+UPDATE before_step.subscription_changes
+SET change_type = 'updated', metadata = metadata || jsonb_build_object('change_type_0_2_0', change_type)
+WHERE change_type IN ('renewed', 'past_due', 'converted');
+SQL
+  fi
   lost=$(lost_rows e2e_up '{changed_by_role}')
   [ -z "$lost" ] || fail "rows lost or changed by the downgrade $version -> $old: $lost"
+  # lost_rows sees what went missing; nor may rows appear.
+  assert_eq "$(psql_db e2e_up -c "SELECT count(*) FROM before_step.subscription_changes")" \
+    "$(psql_db e2e_up -c "SELECT count(*) FROM checkout.subscription_changes")" "audit rows after the downgrade"
   fresh_db e2e_fresh
   psql_db e2e_fresh -c "CREATE EXTENSION checkout VERSION '$old'"
   same_catalog e2e_up e2e_fresh "$version -> $old"
