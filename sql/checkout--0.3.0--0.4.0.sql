@@ -7,10 +7,9 @@
 --    (rows followed by a 'deleted' row belong to an earlier life of a re-inserted id); its comment
 --    says so.
 --  * check_trial_eligibility() no longer runs SQL: its lookups go through the indexes directly,
---    without privilege checks, and name schema checkout. It is no longer SECURITY DEFINER and drops
---    its settings (search_path, and plan_cache_mode, set for a kept SPI plan): entering a definer
---    function with settings cost more per call than all its lookups. EXECUTE stays revoked from
---    PUBLIC.
+--    without privilege checks, and name schema checkout. Needing neither the owner's rights nor a
+--    pinned search_path, it is no longer SECURITY DEFINER and drops its settings (search_path, and
+--    plan_cache_mode, set for a kept SPI plan). EXECUTE stays revoked from PUBLIC.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.4.0'" to load this file. \quit
 
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
