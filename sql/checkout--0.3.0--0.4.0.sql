@@ -10,6 +10,12 @@
 --    without privilege checks, and name schema checkout. Needing neither the owner's rights nor a
 --    pinned search_path, it is no longer SECURITY DEFINER and drops its settings (search_path, and
 --    plan_cache_mode, set for a kept SPI plan). EXECUTE stays revoked from PUBLIC.
+--  * claim_webhook_events(batch, types): a worker of some event types claims through the (type,
+--    status, created_at) index; claim_webhook_events(batch) calls it for every type. A claim is a
+--    lease (checkout.webhook_lease): an event left 'processing' by a dead worker is handed out
+--    again, or fails once its attempts are used up. An event waits while another event of its
+--    object is processing (an older one that arrived late could be applied after a newer one) and
+--    is not handed out once a newer event of its object was applied.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.4.0'" to load this file. \quit
 
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
@@ -129,3 +135,46 @@ $$;
 COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
 
 ALTER FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) SECURITY INVOKER RESET ALL;
+
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease', 300));
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 THEN
+    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
+    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
+                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
+  UPDATE checkout.webhook_events e
+  SET status = 'failed', error_message = format('claim lease expired after %s attempts', e.attempts), updated_at = now()
+  WHERE e.status = 'processing' AND e.updated_at < now() - v_lease
+    AND e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10);
+  -- The type filter is the only text added to the statement; values are bound.
+  RETURN QUERY EXECUTE format($q$
+  WITH due AS (
+    SELECT e.id FROM checkout.webhook_events e
+    WHERE (e.status IN ('pending', 'deferred') OR (e.status = 'processing' AND e.updated_at < now() - $2)) %s
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.id <> e.id
+                        AND ((o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                             OR (o.status = 'processing' AND (o.event_created_at < e.event_created_at OR o.updated_at >= now() - $2))
+                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT $1 FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE e.id = due.id
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($3)' ELSE '' END)
+  USING p_batch, v_lease, p_types;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT * FROM checkout.claim_webhook_events(p_batch, NULL::text[])
+$$;
+
+REVOKE ALL ON FUNCTION checkout.claim_webhook_events(integer, text[]) FROM PUBLIC;

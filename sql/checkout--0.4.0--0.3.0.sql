@@ -107,3 +107,30 @@ COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit ro
 
 ALTER FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) SET plan_cache_mode = force_generic_plan;
+
+CREATE OR REPLACE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 THEN
+    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
+    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
+                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
+  RETURN QUERY
+  WITH due AS (
+    SELECT e.id FROM checkout.webhook_events e
+    WHERE e.status IN ('pending', 'deferred')
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.status IN ('pending', 'deferred', 'processing') AND o.event_created_at < e.event_created_at)
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE e.id = due.id
+  RETURNING e.*;
+END $$;
+
+DROP FUNCTION checkout.claim_webhook_events(integer, text[]);

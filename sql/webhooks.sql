@@ -44,11 +44,17 @@ BEGIN
 END $$;
 
 -- Hands out up to p_batch events in provider order (event_created_at), oldest first, skipping rows
--- other workers hold. An event waits while an older event of its object is unfinished, so one
--- object's events are applied in order; one whose object already has a newer applied event
--- becomes 'stale' instead. 'deferred' events (a failed attempt) are retried.
-CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+-- other workers hold; with p_types, only events of those types (through the (type, status,
+-- created_at) index). One object's events are applied one at a time and in order: an event waits
+-- while another event of its object is being processed or an older one is unfinished, and one
+-- whose object already has a newer applied event becomes 'stale' instead. 'deferred' events (a
+-- failed attempt) are retried. A claim is a lease of checkout.webhook_lease (default 5 min): an
+-- event still 'processing' after it (its worker died) is handed out again, or becomes 'failed'
+-- once checkout.reconciliation_max_attempts attempts are used up. Delivery is at least once.
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease', 300));
 BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
@@ -58,19 +64,34 @@ BEGIN
     AND EXISTS (SELECT 1 FROM checkout.webhook_events n
                 WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
                   AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
-  RETURN QUERY
+  UPDATE checkout.webhook_events e
+  SET status = 'failed', error_message = format('claim lease expired after %s attempts', e.attempts), updated_at = now()
+  WHERE e.status = 'processing' AND e.updated_at < now() - v_lease
+    AND e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10);
+  -- The type filter is the only text added to the statement; values are bound.
+  RETURN QUERY EXECUTE format($q$
   WITH due AS (
     SELECT e.id FROM checkout.webhook_events e
-    WHERE e.status IN ('pending', 'deferred')
+    WHERE (e.status IN ('pending', 'deferred') OR (e.status = 'processing' AND e.updated_at < now() - $2)) %s
       AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
                       WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
-                        AND o.status IN ('pending', 'deferred', 'processing') AND o.event_created_at < e.event_created_at)
+                        AND o.id <> e.id
+                        AND ((o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                             OR (o.status = 'processing' AND (o.event_created_at < e.event_created_at OR o.updated_at >= now() - $2))
+                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
     ORDER BY e.event_created_at, e.created_at
-    LIMIT p_batch FOR UPDATE SKIP LOCKED)
+    LIMIT $1 FOR UPDATE SKIP LOCKED)
   UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
   FROM due WHERE e.id = due.id
-  RETURNING e.*;
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($3)' ELSE '' END)
+  USING p_batch, v_lease, p_types;
 END $$;
+
+-- Every type.
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT * FROM checkout.claim_webhook_events(p_batch, NULL::text[])
+$$;
 
 CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -92,5 +113,6 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
-  checkout.claim_webhook_events(integer), checkout.complete_webhook_event(uuid),
+  checkout.claim_webhook_events(integer), checkout.claim_webhook_events(integer, text[]),
+  checkout.complete_webhook_event(uuid),
   checkout.fail_webhook_event(uuid, text) FROM PUBLIC;

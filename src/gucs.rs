@@ -13,6 +13,7 @@ pub static MAINTENANCE_DATABASES: GucSetting<Option<CString>> =
 /// The jobs' settings; the SQL jobs read them with current_setting() (sql/maintenance.sql).
 static SESSION_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(24 * 60 * 60);
 static RECONCILIATION_LEASE: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
+static WEBHOOK_LEASE: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
 static RECONCILIATION_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// Attribution of direct subscription changes; the audit trigger reads them with current_setting()
 /// (sql/lifecycle.sql). Defined here so that SHOW and pg_settings document them.
@@ -73,6 +74,13 @@ pub fn init() {
         c"How long a claimed reconciliation item stays leased to its worker.",
         c"Past it, the item can be claimed again, and maintenance counts a failed attempt.",
         &RECONCILIATION_LEASE,
+        GucContext::Userset,
+    );
+    seconds(
+        c"checkout.webhook_lease",
+        c"How long a claimed webhook event stays leased to its worker.",
+        c"Past it, an event still processing (its worker died) is handed out again.",
+        &WEBHOOK_LEASE,
         GucContext::Userset,
     );
     GucRegistry::define_int_guc(

@@ -57,6 +57,7 @@ pub struct Lookups {
     snapshot: pg_sys::Snapshot,
     pushed: bool,
     open: RefCell<Vec<pg_sys::Relation>>,
+    locked_indexes: RefCell<Vec<pg_sys::Oid>>,
 }
 
 /// One table of schema checkout, open for lookups.
@@ -89,6 +90,7 @@ impl Lookups {
                 snapshot: pg_sys::GetActiveSnapshot(),
                 pushed: fresh,
                 open: RefCell::new(Vec::new()),
+                locked_indexes: RefCell::new(Vec::new()),
             }
         }
     }
@@ -114,6 +116,16 @@ impl Lookups {
         mut each: impl FnMut(&Row) -> bool,
     ) {
         let index_oid = oid(index, pg_sys::RELKIND_INDEX);
+        // Locked once and kept to the end of the transaction, as the executor keeps its index
+        // locks: systable_beginscan/endscan then only count references instead of acquiring and
+        // releasing the lock on every scan.
+        if !self.locked_indexes.borrow().contains(&index_oid) {
+            // SAFETY: an index OID of the current catalog.
+            unsafe {
+                pg_sys::LockRelationOid(index_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+            };
+            self.locked_indexes.borrow_mut().push(index_oid);
+        }
         // SAFETY: `table.rel` is open and locked, systable_beginscan opens and locks the index;
         // the scan keys point at values (`keys` and the palloc'd texts) that outlive the scan; the
         // tuple handed to `each` is valid until the next systable_getnext, and `Row` cannot escape

@@ -94,6 +94,108 @@ mod tests {
         );
     }
 
+    /// A claim is a lease: an event whose worker died is handed out again after
+    /// checkout.webhook_lease, and fails once the attempts are used up.
+    #[pg_test]
+    fn a_claim_is_a_lease() {
+        fixture();
+        record("evt_l", "sub_l", "2026-01-01T00:00:00Z");
+        Spi::run("SET LOCAL checkout.reconciliation_max_attempts = 2").unwrap();
+        let claim = || {
+            text("SELECT coalesce(string_agg(provider_event_id || ':' || attempts, ','), '') FROM checkout.claim_webhook_events(10)")
+        };
+        let expire = || {
+            Spi::run("UPDATE checkout.webhook_events SET updated_at = now() - interval '6 minutes'")
+                .unwrap()
+        };
+        assert_eq!(claim(), "evt_l:1");
+        assert_eq!(claim(), "", "leased to the first worker");
+        expire();
+        assert_eq!(
+            claim(),
+            "evt_l:2",
+            "the first worker died: handed out again"
+        );
+        Spi::run("SET LOCAL checkout.webhook_lease = '1h'").unwrap();
+        expire();
+        assert_eq!(claim(), "", "a longer lease is still running");
+        Spi::run("SET LOCAL checkout.webhook_lease = '5min'").unwrap();
+        assert_eq!(claim(), "", "attempts used up");
+        assert_eq!(
+            text("SELECT status || ': ' || error_message FROM checkout.webhook_events"),
+            "failed: claim lease expired after 2 attempts"
+        );
+    }
+
+    /// An older event that arrives while a newer event of its object is being processed waits for
+    /// it, then goes stale: never two events of one object at once, never out of order.
+    #[pg_test]
+    fn an_older_event_waits_while_a_newer_one_is_processing() {
+        fixture();
+        record("evt_new", "sub_1", "2026-01-01T10:00:00Z");
+        assert_eq!(
+            text(
+                "SELECT string_agg(provider_event_id, ',') FROM checkout.claim_webhook_events(10)"
+            ),
+            "evt_new"
+        );
+        assert_eq!(
+            record("evt_old", "sub_1", "2026-01-01T09:00:00Z")["status"],
+            "pending"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM checkout.claim_webhook_events(10)"),
+            0
+        );
+        assert_eq!(text("SELECT checkout.complete_webhook_event(id)::text FROM checkout.webhook_events WHERE provider_event_id = 'evt_new'"), "true");
+        assert_eq!(
+            count("SELECT count(*) FROM checkout.claim_webhook_events(10)"),
+            0
+        );
+        assert_eq!(
+            text("SELECT status FROM checkout.webhook_events WHERE provider_event_id = 'evt_old'"),
+            "stale"
+        );
+    }
+
+    /// A worker of some event types claims through the (type, status, created_at) index.
+    #[pg_test]
+    fn a_claim_by_type_uses_the_type_index() {
+        fixture();
+        Spi::run(
+            "INSERT INTO checkout.webhook_events (organization_id, provider_event_id, type, object_id, status, payload, event_created_at)
+             SELECT 'a0000000-0000-0000-0000-000000000001', 'evt_' || g, 'type.' || (g % 40), 'obj_' || g,
+                    CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'processed' END, '{}', now() - g * interval '1 second'
+             FROM generate_series(1, 40000) g;
+             ANALYZE checkout.webhook_events",
+        )
+        .unwrap();
+        let scans = || {
+            count("SELECT pg_stat_get_xact_numscans('checkout.idx_webhook_events_type_status'::regclass)")
+        };
+        let before = scans();
+        // type.0 holds the pending events (g % 1000 = 0, so g % 40 = 0).
+        assert_eq!(
+            text("SELECT string_agg(DISTINCT type, ',') || ' ' || count(*) FROM checkout.claim_webhook_events(100, ARRAY['type.0'])"),
+            "type.0 40"
+        );
+        assert!(
+            scans() > before,
+            "the claim did not use idx_webhook_events_type_status"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM checkout.claim_webhook_events(100, ARRAY['type.1'])"),
+            0
+        );
+        record("evt_other", "sub_o", "2026-01-01T00:00:00Z");
+        assert_eq!(
+            text(
+                "SELECT string_agg(provider_event_id, ',') FROM checkout.claim_webhook_events(100)"
+            ),
+            "evt_other"
+        );
+    }
+
     #[pg_test]
     fn webhook_invalid_arguments() {
         fixture();
@@ -114,6 +216,10 @@ mod tests {
         );
         assert_eq!(
             sqlstate_of("SELECT checkout.claim_webhook_events(-1)"),
+            "22023"
+        );
+        assert_eq!(
+            sqlstate_of("SELECT checkout.claim_webhook_events(NULL, ARRAY['t'])"),
             "22023"
         );
     }
