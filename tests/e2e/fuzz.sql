@@ -102,7 +102,10 @@ BEGIN
       WHEN 'webhooks' THEN
         PERFORM checkout.record_webhook_event(pg_temp.ruuid(), pg_temp.rtext(), pg_temp.rtext(), pg_temp.rjson(),
           CASE WHEN random() < 0.05 THEN NULL ELSE now() - random() * interval '10 days' END);
-        PERFORM checkout.fail_webhook_event(id, pg_temp.rtext()) FROM checkout.claim_webhook_events(floor(random() * 3)::int);
+        PERFORM checkout.fail_webhook_event(id, pg_temp.rtext()) FROM checkout.claim_webhook_events(floor(random() * 3)::int,
+          CASE floor(random() * 3)::int WHEN 0 THEN NULL WHEN 1 THEN ARRAY[pg_temp.rtext(), NULL] ELSE ARRAY[pg_temp.rtext()] END);
+        PERFORM checkout.complete_webhook_event(CASE WHEN random() < 0.5 THEN pg_temp.ruuid()
+          ELSE (SELECT id FROM checkout.webhook_events ORDER BY random() LIMIT 1) END);
       WHEN 'refunds' THEN
         PERFORM checkout.record_refund(pg_temp.ruuid(), pg_temp.pick(ARRAY['pi_1', 'pi_2', pg_temp.rtext()]),
           pg_temp.pick(ARRAY['re_1', 're_2', pg_temp.rtext()]), pg_temp.pick(ARRAY[NULL, -5, 0, 1, 300, 999999999999]::bigint[]),
