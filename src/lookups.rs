@@ -7,13 +7,16 @@
 //! transaction, as the executor keeps it), scan with equality keys under an MVCC snapshot, read
 //! columns by name. Visibility, index-only correctness (the heap tuple is always fetched and
 //! checked), SSI predicate locks and index statistics are the access methods' own, as for a query.
-//! Nothing here checks privileges: only SECURITY DEFINER functions of the extension use it.
+//! Nothing here checks privileges or row-level security: whoever may call a function that uses it
+//! reads every tenant's rows (check_trial_eligibility: EXECUTE is revoked from PUBLIC; the tables
+//! have no row-level security, and policies added to them would not apply here).
 use crate::errors::{raise, Kind};
 use pgrx::pg_sys;
 use pgrx::{FromDatum, PgTupleDesc, Uuid};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::marker::PhantomData;
 
 /// Which rows a lookup sees.
 #[derive(Clone, Copy)]
@@ -45,10 +48,22 @@ unsafe extern "C-unwind" fn invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid
     GENERATION.with(|g| g.set(g.get() + 1));
 }
 
-/// Registers the invalidation callback (once per backend; called from `_PG_init`).
+/// The same for schema changes (a renamed schema sends no relation cache invalidation).
+unsafe extern "C-unwind" fn schema_invalidated(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    GENERATION.with(|g| g.set(g.get() + 1));
+}
+
+/// Registers the invalidation callbacks (once per process; called from `_PG_init`).
 pub fn init() {
     // SAFETY: registration at library load, before any lookup.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidated), pg_sys::Datum::from(0)) };
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(invalidated), pg_sys::Datum::from(0));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(schema_invalidated),
+            pg_sys::Datum::from(0),
+        );
+    }
 }
 
 /// A set of lookups under one snapshot. Dropping it closes the tables (locks kept) and pops the
@@ -57,13 +72,14 @@ pub struct Lookups {
     snapshot: pg_sys::Snapshot,
     pushed: bool,
     open: RefCell<Vec<pg_sys::Relation>>,
-    locked_indexes: RefCell<Vec<pg_sys::Oid>>,
+    indexes: RefCell<Vec<(pg_sys::Oid, pg_sys::Relation)>>,
 }
 
-/// One table of schema checkout, open for lookups.
+/// One table of schema checkout, open for lookups while its `Lookups` lives.
 #[derive(Clone, Copy)]
-pub struct Table {
+pub struct Table<'a> {
     rel: pg_sys::Relation,
+    _open_in: PhantomData<&'a Lookups>,
 }
 
 /// A row found by a lookup; valid only inside the callback it is passed to.
@@ -90,58 +106,54 @@ impl Lookups {
                 snapshot: pg_sys::GetActiveSnapshot(),
                 pushed: fresh,
                 open: RefCell::new(Vec::new()),
-                locked_indexes: RefCell::new(Vec::new()),
+                indexes: RefCell::new(Vec::new()),
             }
         }
     }
 
     /// Opens `checkout.<name>` (a table) under AccessShareLock.
-    pub fn table(&self, name: &'static CStr) -> Table {
+    pub fn table(&self, name: &'static CStr) -> Table<'_> {
         let oid = oid(name, pg_sys::RELKIND_RELATION);
         // SAFETY: a relation OID of the current catalog (the cache forgets OIDs on invalidation).
         let rel =
             unsafe { pg_sys::relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
         self.open.borrow_mut().push(rel);
-        Table { rel }
+        Table {
+            rel,
+            _open_in: PhantomData,
+        }
     }
 
     /// Calls `each` with every row of `table` whose `keys` columns equal the given values, found
-    /// through `index` (`checkout.<index>`, on `table`, with the key columns as its leading
-    /// columns), until `each` returns false.
+    /// through `index` (`checkout.<index>`, a valid btree index on `table` without a predicate,
+    /// holding the key columns), until `each` returns false.
     pub fn scan(
         &self,
-        table: Table,
+        table: Table<'_>,
         index: &'static CStr,
         keys: &[Key<'_>],
         mut each: impl FnMut(&Row) -> bool,
     ) {
-        let index_oid = oid(index, pg_sys::RELKIND_INDEX);
-        // Locked once and kept to the end of the transaction, as the executor keeps its index
-        // locks: systable_beginscan/endscan then only count references instead of acquiring and
-        // releasing the lock on every scan.
-        if !self.locked_indexes.borrow().contains(&index_oid) {
-            // SAFETY: an index OID of the current catalog.
-            unsafe {
-                pg_sys::LockRelationOid(index_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
-            };
-            self.locked_indexes.borrow_mut().push(index_oid);
-        }
-        // SAFETY: `table.rel` is open and locked, systable_beginscan opens and locks the index;
-        // the scan keys point at values (`keys` and the palloc'd texts) that outlive the scan; the
-        // tuple handed to `each` is valid until the next systable_getnext, and `Row` cannot escape
-        // the callback.
+        let irel = self.index(table, index);
+        // SAFETY: `table.rel` and `irel` are open and locked; the scan keys point at values (`keys`
+        // and the palloc'd texts) that outlive the scan; the tuple handed to `each` is valid until
+        // the next systable_getnext, and `Row` cannot escape the callback.
         unsafe {
             let desc = (*table.rel).rd_att;
+            let form = (*irel).rd_index;
+            let columns = (*form).indkey.values.as_slice((*form).indnkeyatts as usize);
             let mut scankeys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(keys.len());
             for key in keys {
-                let (column, procedure, datum) = match key {
+                let (column, type_oid, procedure, datum) = match key {
                     Key::Uuid(column, value) => (
                         *column,
+                        pg_sys::UUIDOID,
                         pg_sys::F_UUID_EQ,
                         pg_sys::Datum::from(value.as_bytes().as_ptr()),
                     ),
                     Key::Text(column, value) => (
                         *column,
+                        pg_sys::TEXTOID,
                         pg_sys::F_TEXTEQ,
                         pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
                             value.as_ptr().cast(),
@@ -149,35 +161,46 @@ impl Lookups {
                         )),
                     ),
                 };
-                let (attnum, _, collation) = attribute(desc, column);
+                let (attnum, actual_type, _) = attribute(desc, column);
+                // The comparison runs the index's function on the key's bytes: a key of another
+                // type would be read as garbage.
+                let position = columns.iter().position(|&c| c as i32 == attnum);
+                let Some(position) = position.filter(|_| actual_type == type_oid) else {
+                    raise(
+                        Kind::Internal,
+                        format!(
+                            "checkout: {} cannot be looked up by {column}",
+                            index.to_string_lossy()
+                        ),
+                        None,
+                        Some("Run ALTER EXTENSION checkout UPDATE, or re-create the extension."),
+                    );
+                };
                 let mut entry = pg_sys::ScanKeyData::default();
-                // The heap column's number: systable_beginscan maps it to the index column (and
-                // raises an error if the index does not have it). The column's collation is the
-                // index's (our indexes declare none of their own).
+                // The heap column's number (systable_beginscan maps it to the index column) and the
+                // index column's collation (btree compares with the key's).
                 pg_sys::ScanKeyEntryInitialize(
                     &mut entry,
                     0,
                     attnum as pg_sys::AttrNumber,
                     pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
                     pg_sys::InvalidOid,
-                    collation,
+                    *(*irel).rd_indcollation.add(position),
                     pg_sys::Oid::from(procedure),
                     datum,
                 );
                 scankeys.push(entry);
             }
+            // With ignore_system_indexes set, systable_beginscan scans the table instead: slower,
+            // same rows.
             let scan = pg_sys::systable_beginscan(
                 table.rel,
-                index_oid,
+                (*irel).rd_id,
                 true,
                 self.snapshot,
                 scankeys.len() as i32,
                 scankeys.as_mut_ptr(),
             );
-            let irel = (*scan).irel;
-            if irel.is_null() || (*(*irel).rd_index).indrelid != (*table.rel).rd_id {
-                missing(index);
-            }
             loop {
                 let tuple = pg_sys::systable_getnext(scan);
                 if tuple.is_null() || !each(&Row { tuple, desc }) {
@@ -185,6 +208,46 @@ impl Lookups {
                 }
             }
             pg_sys::systable_endscan(scan);
+        }
+    }
+
+    /// `checkout.<name>`, opened once per set of lookups under AccessShareLock (kept to the end of
+    /// the transaction, as the executor keeps its index locks: each scan then only counts a
+    /// reference), checked to be a valid, ready btree index on `table` with no predicate: an index
+    /// being rebuilt (CREATE INDEX CONCURRENTLY) or replaced by a partial one would miss rows.
+    fn index(&self, table: Table<'_>, name: &'static CStr) -> pg_sys::Relation {
+        let oid = oid(name, pg_sys::RELKIND_INDEX);
+        if let Some(&(_, irel)) = self.indexes.borrow().iter().find(|(o, _)| *o == oid) {
+            return irel;
+        }
+        // SAFETY: an index OID of the current catalog (the cache forgets OIDs on invalidation);
+        // the checks read the open index's relcache entry.
+        unsafe {
+            let irel = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let form = (*irel).rd_index;
+            let usable = (*form).indrelid == (*table.rel).rd_id
+                && (*form).indisvalid
+                && (*form).indisready
+                && (*(*irel).rd_rel).relam == pg_sys::BTREE_AM_OID
+                && pg_sys::heap_attisnull(
+                    (*irel).rd_indextuple,
+                    pg_sys::Anum_pg_index_indpred as i32,
+                    std::ptr::null_mut(),
+                );
+            if !usable {
+                pg_sys::index_close(irel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                raise(
+                    Kind::Internal,
+                    format!(
+                        "checkout: index checkout.{} is not usable",
+                        name.to_string_lossy()
+                    ),
+                    Some("It is not a valid btree index of its table without a predicate (being rebuilt, or replaced).".into()),
+                    Some("Wait for a concurrent index build to finish, or run ALTER EXTENSION checkout UPDATE."),
+                );
+            }
+            self.indexes.borrow_mut().push((oid, irel));
+            irel
         }
     }
 }
@@ -197,10 +260,14 @@ impl Drop for Lookups {
         }
         // SAFETY: the relations were opened by `table` and the snapshot pushed by `begin`.
         unsafe {
+            for (_, irel) in self.indexes.get_mut().drain(..) {
+                pg_sys::index_close(irel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            }
             for rel in self.open.get_mut().drain(..) {
                 pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             }
             if self.pushed {
+                debug_assert!(pg_sys::GetActiveSnapshot() == self.snapshot);
                 pg_sys::PopActiveSnapshot();
             }
         }

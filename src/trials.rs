@@ -330,6 +330,28 @@ mod tests {
         Spi::run("RESET search_path").unwrap();
     }
 
+    /// Lookups follow the catalog: an index dropped and re-created under its name is found again
+    /// (the cached OID is forgotten), and one that would miss rows (partial) is refused, not used.
+    #[pg_test]
+    fn a_replaced_index_is_followed_or_refused() {
+        fixture();
+        give_trial("c0000000-0000-0000-0000-0000000000a1");
+        let call = "SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'alice@example.com')";
+        let expected = json(call);
+        assert_eq!(expected["reason"], "email_variation_detected");
+        Spi::run("DROP INDEX checkout.idx_email_variants_normalized;
+                  CREATE INDEX idx_email_variants_normalized ON checkout.customer_email_variants (organization_id, email_normalized)
+                    WHERE email_domain <> 'example.com'").unwrap();
+        assert_eq!(
+            sqlstate_of(call),
+            "XX000",
+            "a partial index would miss the match"
+        );
+        Spi::run("DROP INDEX checkout.idx_email_variants_normalized;
+                  CREATE INDEX idx_email_variants_normalized ON checkout.customer_email_variants (organization_id, email_normalized)").unwrap();
+        assert_eq!(json(call), expected);
+    }
+
     /// Every lookup is an index scan, over 100k generated customers with variants and trials: the
     /// transaction's own scan counters (pg_stat_xact_*) around calls that take every path.
     #[pg_test]
