@@ -37,10 +37,11 @@ wait %2 2>/dev/null || true
 assert_eq "$before" "$(counts)" "rows after the kill (subscriptions/changes/grants/keys)"
 
 # 2. The caller's lock_timeout and statement_timeout: their own SQLSTATEs, nothing written.
-out=$(psql_db e2e_faults -c "SET lock_timeout = '200ms'" -c "$CALL" 2>&1 || true)
-echo "$out" | grep -q "canceling statement due to lock timeout" || fail "lock_timeout: $out"
-out=$(psql_db e2e_faults -c "SET statement_timeout = '200ms'" -c "$CALL" 2>&1 || true)
-echo "$out" | grep -q "canceling statement due to statement timeout" || fail "statement_timeout: $out"
+# VERBOSITY verbose prints the SQLSTATE with the message: "ERROR:  55P03: canceling statement ...".
+out=$(psql_db e2e_faults -c "\\set VERBOSITY verbose" -c "SET lock_timeout = '200ms'" -c "$CALL" 2>&1 || true)
+echo "$out" | grep -q "ERROR:  55P03: canceling statement due to lock timeout" || fail "lock_timeout: $out"
+out=$(psql_db e2e_faults -c "\\set VERBOSITY verbose" -c "SET statement_timeout = '200ms'" -c "$CALL" 2>&1 || true)
+echo "$out" | grep -q "ERROR:  57014: canceling statement due to statement timeout" || fail "statement_timeout: $out"
 assert_eq "$before" "$(counts)" "rows after the timeouts"
 psql_db e2e_faults -c "SELECT pg_terminate_backend($holder)" >/dev/null
 assert_eq 0 "$(invariants)" "invariant violations after the kill and timeouts"
