@@ -1,21 +1,22 @@
--- checkout 0.3.0 -> 0.4.0: review fixes of the subscription lifecycle (functions only: no table, no
--- data changes).
+-- checkout 0.3.0 -> 0.4.0 (functions, one index; no table or data changes):
 --  * guard_subscription_update(): a canceled subscription is reactivated only within the period it
---    was canceled in (OLD.current_period_end). It compared NEW.current_period_end, so a direct
---    UPDATE ... SET status = 'active', current_period_end = <later> revived one whose period was over.
+--    was canceled in (OLD.current_period_end), and not into one already over (NEW). It compared only
+--    NEW.current_period_end, so a direct UPDATE ... SET status = 'active', current_period_end =
+--    <later> revived one whose period was over.
 --  * check_invariants(): a new violation, a subscription with more than one 'created' audit row
---    (rows followed by a 'deleted' row belong to an earlier life of a re-inserted id); its comment
---    says so.
+--    (rows followed by a 'deleted' row belong to an earlier life of a re-inserted id).
 --  * check_trial_eligibility() no longer runs SQL: its lookups go through the indexes directly,
 --    without privilege checks, and name schema checkout. Needing neither the owner's rights nor a
 --    pinned search_path, it is no longer SECURITY DEFINER and drops its settings (search_path, and
 --    plan_cache_mode, set for a kept SPI plan). EXECUTE stays revoked from PUBLIC.
---  * claim_webhook_events(batch, types): a worker of some event types claims through the (type,
---    status, created_at) index; claim_webhook_events(batch) calls it for every type. A claim is a
---    lease (checkout.webhook_lease): an event left 'processing' by a dead worker is handed out
---    again, or fails once its attempts are used up. An event waits while another event of its
---    object is processing (an older one that arrived late could be applied after a newer one) and
---    is not handed out once a newer event of its object was applied.
+--  * Webhook events: claim_webhook_events(batch, types) claims through the (type, status,
+--    created_at) index; claim_webhook_events(batch) calls it for every type. A claim is a lease
+--    (checkout.webhook_lease): an event left 'processing' by a dead worker becomes 'deferred'
+--    again (index idx_webhook_events_processing finds them), or 'failed' once its attempts are used
+--    up. complete/fail_webhook_event take the claimed attempt, so a worker whose lease ran out
+--    cannot finish another worker's claim. An event waits while another event of its object is
+--    processing, and is not handed out once a newer event of its object was applied.
+--  * verify() knows the new index and functions.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.4.0'" to load this file. \quit
 
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
@@ -34,9 +35,9 @@ BEGIN
                             coalesce((SELECT string_agg(t.to_status, ', ') FROM checkout.subscription_transitions() t
                                       WHERE t.from_status = OLD.status), 'nothing (final)'));
     END IF;
-    -- The period it was canceled in (OLD): an UPDATE that also moves current_period_end cannot
-    -- reactivate a subscription whose period is over.
-    IF OLD.status = 'canceled' AND OLD.current_period_end <= now() THEN
+    -- Within the period it was canceled in (OLD: an UPDATE that also moves current_period_end
+    -- cannot revive one whose period is over), into a period that is not over either (NEW).
+    IF OLD.status = 'canceled' AND (OLD.current_period_end <= now() OR NEW.current_period_end <= now()) THEN
       RAISE EXCEPTION 'a canceled subscription can only be reactivated within its period'
         USING ERRCODE = 'triggered_action_exception',
               DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, OLD.current_period_end),
@@ -132,9 +133,12 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
                     WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
 $$;
+
 COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
 
 ALTER FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) SECURITY INVOKER RESET ALL;
+
+CREATE INDEX idx_webhook_events_processing ON checkout.webhook_events (updated_at) WHERE status = 'processing';
 
 CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -144,32 +148,39 @@ BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
-  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
-    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
-                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
-                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
+  -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
   UPDATE checkout.webhook_events e
-  SET status = 'failed', error_message = format('claim lease expired after %s attempts', e.attempts), updated_at = now()
-  WHERE e.status = 'processing' AND e.updated_at < now() - v_lease
-    AND e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10);
+  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+                    THEN 'failed' ELSE 'deferred' END,
+      error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status = 'processing' AND x.updated_at < now() - v_lease FOR UPDATE SKIP LOCKED) expired
+  WHERE e.id = expired.id;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                      WHERE n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
+                        AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
+        FOR UPDATE SKIP LOCKED) superseded
+  WHERE e.id = superseded.id;
   -- The type filter is the only text added to the statement; values are bound.
   RETURN QUERY EXECUTE format($q$
   WITH due AS (
     SELECT e.id FROM checkout.webhook_events e
-    WHERE (e.status IN ('pending', 'deferred') OR (e.status = 'processing' AND e.updated_at < now() - $2)) %s
+    WHERE e.status IN ('pending', 'deferred') %s
       AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
                       WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
                         AND o.id <> e.id
-                        AND ((o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
-                             OR (o.status = 'processing' AND (o.event_created_at < e.event_created_at OR o.updated_at >= now() - $2))
+                        AND (o.status = 'processing'
+                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
                              OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
     ORDER BY e.event_created_at, e.created_at
     LIMIT $1 FOR UPDATE SKIP LOCKED)
   UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
   FROM due WHERE e.id = due.id
-  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($3)' ELSE '' END)
-  USING p_batch, v_lease, p_types;
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
+  USING p_batch, p_types;
 END $$;
 
 CREATE OR REPLACE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
@@ -177,4 +188,215 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT * FROM checkout.claim_webhook_events(p_batch, NULL::text[])
 $$;
 
-REVOKE ALL ON FUNCTION checkout.claim_webhook_events(integer, text[]) FROM PUBLIC;
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid, p_attempt integer) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH done AS (
+    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+    WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt) RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM done)
+$$;
+
+CREATE OR REPLACE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT checkout.complete_webhook_event(p_id, NULL::integer)
+$$;
+
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
+  RETURNING status
+$$;
+
+CREATE OR REPLACE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT checkout.fail_webhook_event(p_id, p_error, NULL::integer)
+$$;
+
+REVOKE ALL ON FUNCTION checkout.claim_webhook_events(integer, text[]), checkout.complete_webhook_event(uuid, integer),
+  checkout.fail_webhook_event(uuid, text, integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION checkout.verify()
+RETURNS TABLE ("check" text, ok boolean, detail text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $verify$
+  WITH expected(kind, name, tbl) AS (
+    VALUES
+    ('table', 'organizations', NULL),
+    ('table', 'users', NULL),
+    ('constraint', 'users_org_id_key', 'users'),
+    ('index', 'users_org_email_key', 'users'),
+    ('table', 'customers', NULL),
+    ('constraint', 'customers_org_id_key', 'customers'),
+    ('index', 'unique_customer_email_per_org', 'customers'),
+    ('index', 'unique_external_id_per_org', 'customers'),
+    ('index', 'idx_customers_email_org', 'customers'),
+    ('index', 'idx_customers_external_id_org', 'customers'),
+    ('index', 'idx_customers_stripe_id', 'customers'),
+    ('table', 'products', NULL),
+    ('constraint', 'products_org_id_key', 'products'),
+    ('table', 'features', NULL),
+    ('constraint', 'features_org_id_key', 'features'),
+    ('constraint', 'features_org_key_key', 'features'),
+    ('table', 'subscriptions', NULL),
+    ('constraint', 'subscriptions_org_id_key', 'subscriptions'),
+    ('constraint', 'check_subscription_dates', 'subscriptions'),
+    ('constraint', 'check_trial_dates', 'subscriptions'),
+    ('constraint', 'check_positive_amount', 'subscriptions'),
+    ('constraint', 'subscriptions_customer_id_fkey', 'subscriptions'),
+    ('constraint', 'subscriptions_product_id_fkey', 'subscriptions'),
+    ('index', 'unique_active_subscription', 'subscriptions'),
+    ('index', 'idx_subscriptions_customer_product', 'subscriptions'),
+    ('index', 'idx_subscriptions_active', 'subscriptions'),
+    ('index', 'idx_subscriptions_ending', 'subscriptions'),
+    ('index', 'idx_subscriptions_trial_ending', 'subscriptions'),
+    ('index', 'idx_subscriptions_product', 'subscriptions'),
+    ('index', 'idx_subscriptions_cancel_pending', 'subscriptions'),
+    ('table', 'checkout_sessions', NULL),
+    ('constraint', 'checkout_sessions_org_id_key', 'checkout_sessions'),
+    ('constraint', 'checkout_sessions_customer_id_fkey', 'checkout_sessions'),
+    ('constraint', 'checkout_sessions_product_id_fkey', 'checkout_sessions'),
+    ('index', 'idx_checkout_sessions_expires', 'checkout_sessions'),
+    ('index', 'idx_checkout_sessions_customer', 'checkout_sessions'),
+    ('index', 'idx_products_metrics_stale', 'products'),
+    ('index', 'idx_checkout_sessions_expired', 'checkout_sessions'),
+    ('table', 'payment_intents', NULL),
+    ('constraint', 'payment_intents_org_id_key', 'payment_intents'),
+    ('constraint', 'payment_intents_org_stripe_key', 'payment_intents'),
+    ('constraint', 'check_positive_payment_amount', 'payment_intents'),
+    ('constraint', 'payment_intents_customer_id_fkey', 'payment_intents'),
+    ('constraint', 'payment_intents_subscription_id_fkey', 'payment_intents'),
+    ('constraint', 'payment_intents_checkout_session_id_fkey', 'payment_intents'),
+    ('index', 'idx_payment_intents_subscription', 'payment_intents'),
+    ('index', 'idx_payment_intents_customer', 'payment_intents'),
+    ('index', 'idx_payment_intents_session', 'payment_intents'),
+    ('table', 'feature_grants', NULL),
+    ('constraint', 'unique_feature_grant', 'feature_grants'),
+    ('constraint', 'feature_grants_customer_id_fkey', 'feature_grants'),
+    ('constraint', 'feature_grants_feature_id_fkey', 'feature_grants'),
+    ('constraint', 'feature_grants_subscription_id_fkey', 'feature_grants'),
+    ('constraint', 'feature_grants_revoked_after_granted', 'feature_grants'),
+    ('index', 'idx_feature_grants_customer', 'feature_grants'),
+    ('index', 'idx_feature_grants_subscription', 'feature_grants'),
+    ('index', 'idx_feature_grants_feature', 'feature_grants'),
+    ('table', 'webhook_events', NULL),
+    ('constraint', 'webhook_events_provider_event_key', 'webhook_events'),
+    ('index', 'idx_webhook_events_type_status', 'webhook_events'),
+    ('index', 'idx_webhook_events_unprocessed', 'webhook_events'),
+    ('index', 'idx_webhook_events_processing', 'webhook_events'),
+    ('index', 'idx_webhook_events_object', 'webhook_events'),
+    ('table', 'idempotency_keys', NULL),
+    ('constraint', 'idempotency_keys_org_key_key', 'idempotency_keys'),
+    ('constraint', 'idempotency_keys_completed_has_response', 'idempotency_keys'),
+    ('index', 'idx_idempotency_keys_expires', 'idempotency_keys'),
+    ('index', 'idx_idempotency_keys_status', 'idempotency_keys'),
+    ('table', 'trial_history', NULL),
+    ('constraint', 'trial_history_one_per_product', 'trial_history'),
+    ('constraint', 'trial_history_dates', 'trial_history'),
+    ('constraint', 'trial_history_customer_id_fkey', 'trial_history'),
+    ('constraint', 'trial_history_product_id_fkey', 'trial_history'),
+    ('constraint', 'trial_history_subscription_id_fkey', 'trial_history'),
+    ('index', 'idx_trial_history_customer', 'trial_history'),
+    ('index', 'idx_trial_history_product', 'trial_history'),
+    ('index', 'idx_trial_history_dates', 'trial_history'),
+    ('index', 'idx_trial_history_converted', 'trial_history'),
+    ('index', 'idx_trial_history_subscription', 'trial_history'),
+    ('table', 'customer_email_variants', NULL),
+    ('constraint', 'customer_email_variants_customer_id_fkey', 'customer_email_variants'),
+    ('index', 'customer_email_variants_key', 'customer_email_variants'),
+    ('index', 'idx_email_variants_normalized', 'customer_email_variants'),
+    ('index', 'idx_email_variants_domain', 'customer_email_variants'),
+    ('table', 'subscription_changes', NULL),
+    ('constraint', 'subscription_changes_organization_id_fkey', 'subscription_changes'),
+    ('constraint', 'subscription_changes_changed_by_fkey', 'subscription_changes'),
+    ('index', 'idx_subscription_changes_sub', 'subscription_changes'),
+    ('index', 'idx_subscription_changes_type', 'subscription_changes'),
+    ('index', 'idx_subscription_changes_date', 'subscription_changes'),
+    ('index', 'idx_subscription_changes_changed_by', 'subscription_changes'),
+    ('table', 'refunds', NULL),
+    ('constraint', 'check_positive_refund_amount', 'refunds'),
+    ('constraint', 'refunds_payment_intent_id_fkey', 'refunds'),
+    ('constraint', 'refunds_subscription_id_fkey', 'refunds'),
+    ('index', 'idx_refunds_payment', 'refunds'),
+    ('index', 'idx_refunds_subscription', 'refunds'),
+    ('index', 'idx_refunds_status', 'refunds'),
+    ('table', 'reconciliation_queue', NULL),
+    ('constraint', 'check_reconciliation_priority', 'reconciliation_queue'),
+    ('index', 'idx_reconciliation_status', 'reconciliation_queue'),
+    ('index', 'idx_reconciliation_retry', 'reconciliation_queue'),
+    ('index', 'reconciliation_queue_open_item', 'reconciliation_queue'),
+    ('function', 'checkout.verify()', NULL),
+    ('function', 'checkout.normalize_email(text)', NULL),
+    ('function', 'checkout.email_rules_version()', NULL),
+    ('function', 'checkout.renormalize_email_variants()', NULL),
+    ('function', 'checkout.check_trial_eligibility(uuid, uuid, text)', NULL),
+    ('function', 'checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text)', NULL),
+    ('function', 'checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb)', NULL),
+    ('function', 'checkout.track_customer_email()', NULL),
+    ('function', 'checkout.merge_duplicate_email_variant()', NULL),
+    ('function', 'checkout.expire_checkout_sessions(integer)', NULL),
+    ('function', 'checkout.cleanup_expired_idempotency_keys(integer)', NULL),
+    ('function', 'checkout.enqueue_reconciliation(text, text, jsonb, integer, uuid)', NULL),
+    ('function', 'checkout.claim_reconciliation(integer, text)', NULL),
+    ('function', 'checkout.complete_reconciliation(uuid)', NULL),
+    ('function', 'checkout.fail_reconciliation(uuid, text)', NULL),
+    ('function', 'checkout.expire_reconciliation_leases(integer)', NULL),
+    ('function', 'checkout.refresh_product_metrics(integer)', NULL),
+    ('function', 'checkout.run_maintenance()', NULL),
+    ('function', 'checkout.maintenance_status()', NULL),
+    ('function', 'checkout.schedule_with_pg_cron(text)', NULL),
+    ('function', 'checkout.unschedule_pg_cron()', NULL),
+    ('function', 'checkout.check_invariants()', NULL),
+    ('function', 'checkout.record_refund(uuid, text, text, bigint, text, text, text, uuid)', NULL),
+    ('function', 'checkout.update_refund_status(uuid, text, text)', NULL),
+    ('function', 'checkout.guard_refund_status()', NULL),
+    ('function', 'checkout.record_webhook_event(uuid, text, text, jsonb, timestamp with time zone, text)', NULL),
+    ('function', 'checkout.claim_webhook_events(integer)', NULL),
+    ('function', 'checkout.claim_webhook_events(integer, text[])', NULL),
+    ('function', 'checkout.complete_webhook_event(uuid)', NULL),
+    ('function', 'checkout.complete_webhook_event(uuid, integer)', NULL),
+    ('function', 'checkout.fail_webhook_event(uuid, text)', NULL),
+    ('function', 'checkout.fail_webhook_event(uuid, text, integer)', NULL),
+    ('function', 'checkout.cancel_subscription_atomic(uuid, uuid, boolean, text, uuid, text)', NULL),
+    ('function', 'checkout.reactivate_subscription_atomic(uuid, uuid, text, uuid, text)', NULL),
+    ('function', 'checkout.change_subscription_plan_atomic(uuid, uuid, uuid, bigint, text, integer, jsonb[], text, text, uuid, text)', NULL),
+    ('function', 'checkout.renew_subscription_period(uuid, uuid, timestamp with time zone, uuid, text)', NULL),
+    ('function', 'checkout.mark_subscription_past_due(uuid, uuid, text, uuid, text)', NULL),
+    ('function', 'checkout.expire_subscription(uuid, uuid, text, uuid, text)', NULL),
+    ('function', 'checkout.end_subscription_trial(uuid, uuid, boolean, uuid, text)', NULL),
+    ('function', 'checkout.subscription_transitions()', NULL),
+    ('function', 'checkout.subscription_transition_allowed(text, text)', NULL),
+    ('function', 'checkout.guard_subscription_update()', NULL),
+    ('function', 'checkout.audit_subscription_change()', NULL),
+    ('function', 'checkout.end_subscription_periods(integer)', NULL),
+    ('trigger', 'subscriptions_guard', 'subscriptions'),
+    ('trigger', 'subscriptions_audit', 'subscriptions'),
+    ('table', 'maintenance_runs', NULL)
+  ), found AS (
+    SELECT e.kind, e.name,
+      CASE e.kind
+        WHEN 'table' THEN (SELECT 'table with ' || c.reltuples::bigint || ' rows (estimate)'
+                           FROM pg_class c WHERE c.oid = to_regclass('checkout.' || e.name) AND c.relkind = 'r')
+        WHEN 'index' THEN (SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+                           WHERE i.indexrelid = to_regclass('checkout.' || e.name)
+                             AND i.indrelid = to_regclass('checkout.' || e.tbl) AND i.indisvalid)
+        WHEN 'constraint' THEN (SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+                                WHERE c.conrelid = to_regclass('checkout.' || e.tbl) AND c.conname = e.name
+                                  AND c.convalidated)
+        WHEN 'function' THEN (SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = to_regprocedure(e.name))
+        WHEN 'trigger' THEN (SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+                             WHERE t.tgrelid = to_regclass('checkout.' || e.tbl) AND t.tgname = e.name AND t.tgenabled <> 'D')
+      END AS definition
+    FROM expected e
+  )
+  SELECT kind || ' ' || name, definition IS NOT NULL,
+         coalesce(definition, 'missing or invalid')
+  FROM found
+  UNION ALL
+  SELECT 'privilege: PUBLIC has no CREATE on schema checkout',
+         NOT has_schema_privilege('public', 'checkout', 'CREATE'),
+         'schema ACL: ' || coalesce((SELECT nspacl::text FROM pg_namespace WHERE nspname = 'checkout'), 'default')
+$verify$;

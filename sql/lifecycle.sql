@@ -30,9 +30,9 @@ BEGIN
                             coalesce((SELECT string_agg(t.to_status, ', ') FROM checkout.subscription_transitions() t
                                       WHERE t.from_status = OLD.status), 'nothing (final)'));
     END IF;
-    -- The period it was canceled in (OLD): an UPDATE that also moves current_period_end cannot
-    -- reactivate a subscription whose period is over.
-    IF OLD.status = 'canceled' AND OLD.current_period_end <= now() THEN
+    -- Within the period it was canceled in (OLD: an UPDATE that also moves current_period_end
+    -- cannot revive one whose period is over), into a period that is not over either (NEW).
+    IF OLD.status = 'canceled' AND (OLD.current_period_end <= now() OR NEW.current_period_end <= now()) THEN
       RAISE EXCEPTION 'a canceled subscription can only be reactivated within its period'
         USING ERRCODE = 'triggered_action_exception',
               DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, OLD.current_period_end),

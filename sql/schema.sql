@@ -275,6 +275,8 @@ CREATE TABLE checkout.webhook_events (
 );
 CREATE INDEX idx_webhook_events_type_status ON checkout.webhook_events (type, status, created_at);
 CREATE INDEX idx_webhook_events_unprocessed ON checkout.webhook_events (created_at) WHERE status IN ('pending', 'deferred');
+-- Claims whose lease may have run out (claim_webhook_events).
+CREATE INDEX idx_webhook_events_processing ON checkout.webhook_events (updated_at) WHERE status = 'processing';
 CREATE INDEX idx_webhook_events_object ON checkout.webhook_events (organization_id, provider, object_id, event_created_at)
   WHERE object_id IS NOT NULL;
 COMMENT ON TABLE checkout.webhook_events IS 'Provider events, stored once per (organization, provider, provider_event_id).';

@@ -49,8 +49,10 @@ END $$;
 -- while another event of its object is being processed or an older one is unfinished, and one
 -- whose object already has a newer applied event becomes 'stale' instead. 'deferred' events (a
 -- failed attempt) are retried. A claim is a lease of checkout.webhook_lease (default 5 min): an
--- event still 'processing' after it (its worker died) is handed out again, or becomes 'failed'
--- once checkout.reconciliation_max_attempts attempts are used up. Delivery is at least once.
+-- event still 'processing' after it (its worker died or hung) becomes 'deferred' again, or
+-- 'failed' once checkout.reconciliation_max_attempts attempts are used up. Delivery is at least
+-- once; a worker passes the attempts it claimed to complete/fail, so one whose lease ran out
+-- cannot finish another worker's claim.
 CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -59,32 +61,39 @@ BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
-  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
-    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
-                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
-                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
+  -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
   UPDATE checkout.webhook_events e
-  SET status = 'failed', error_message = format('claim lease expired after %s attempts', e.attempts), updated_at = now()
-  WHERE e.status = 'processing' AND e.updated_at < now() - v_lease
-    AND e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10);
+  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+                    THEN 'failed' ELSE 'deferred' END,
+      error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status = 'processing' AND x.updated_at < now() - v_lease FOR UPDATE SKIP LOCKED) expired
+  WHERE e.id = expired.id;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                      WHERE n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
+                        AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
+        FOR UPDATE SKIP LOCKED) superseded
+  WHERE e.id = superseded.id;
   -- The type filter is the only text added to the statement; values are bound.
   RETURN QUERY EXECUTE format($q$
   WITH due AS (
     SELECT e.id FROM checkout.webhook_events e
-    WHERE (e.status IN ('pending', 'deferred') OR (e.status = 'processing' AND e.updated_at < now() - $2)) %s
+    WHERE e.status IN ('pending', 'deferred') %s
       AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
                       WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
                         AND o.id <> e.id
-                        AND ((o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
-                             OR (o.status = 'processing' AND (o.event_created_at < e.event_created_at OR o.updated_at >= now() - $2))
+                        AND (o.status = 'processing'
+                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
                              OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
     ORDER BY e.event_created_at, e.created_at
     LIMIT $1 FOR UPDATE SKIP LOCKED)
   UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
   FROM due WHERE e.id = due.id
-  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($3)' ELSE '' END)
-  USING p_batch, v_lease, p_types;
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
+  USING p_batch, p_types;
 END $$;
 
 -- Every type.
@@ -93,26 +102,37 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT * FROM checkout.claim_webhook_events(p_batch, NULL::text[])
 $$;
 
-CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
+-- Processed. p_attempt (the attempts of the claimed row) ties the call to its claim: after the
+-- lease ran out and another worker claimed the event, it returns false. Without it, any claim.
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid, p_attempt integer) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   WITH done AS (
     UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
-    WHERE id = p_id AND status = 'processing' RETURNING 1)
+    WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt) RETURNING 1)
   SELECT EXISTS (SELECT 1 FROM done)
+$$;
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT checkout.complete_webhook_event(p_id, NULL::integer)
 $$;
 
 -- A failed attempt: 'deferred' (claimed again later), or 'failed' after
--- checkout.reconciliation_max_attempts attempts.
-CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
+-- checkout.reconciliation_max_attempts attempts. p_attempt as for complete_webhook_event; NULL (no
+-- row) when the claim is not (or no longer) the caller's.
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   UPDATE checkout.webhook_events
   SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
       error_message = p_error, updated_at = now()
-  WHERE id = p_id AND status = 'processing'
+  WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
   RETURNING status
+$$;
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT checkout.fail_webhook_event(p_id, p_error, NULL::integer)
 $$;
 
 REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
   checkout.claim_webhook_events(integer), checkout.claim_webhook_events(integer, text[]),
-  checkout.complete_webhook_event(uuid),
-  checkout.fail_webhook_event(uuid, text) FROM PUBLIC;
+  checkout.complete_webhook_event(uuid), checkout.complete_webhook_event(uuid, integer),
+  checkout.fail_webhook_event(uuid, text), checkout.fail_webhook_event(uuid, text, integer) FROM PUBLIC;

@@ -79,9 +79,9 @@ pub fn init() {
     seconds(
         c"checkout.webhook_lease",
         c"How long a claimed webhook event stays leased to its worker.",
-        c"Past it, an event still processing (its worker died) is handed out again.",
+        c"Past it, an event still processing (its worker died) is handed out again. Superuser only: a claimer's own value would decide the lease of every worker's claims.",
         &WEBHOOK_LEASE,
-        GucContext::Userset,
+        GucContext::Suset,
     );
     GucRegistry::define_int_guc(
         c"checkout.reconciliation_max_attempts",

@@ -134,7 +134,7 @@ impl Lookups {
         keys: &[Key<'_>],
         mut each: impl FnMut(&Row) -> bool,
     ) {
-        let irel = self.index(table, index);
+        let (irel, index_ok) = self.index(table, index);
         // SAFETY: `table.rel` and `irel` are open and locked; the scan keys point at values (`keys`
         // and the palloc'd texts) that outlive the scan; the tuple handed to `each` is valid until
         // the next systable_getnext, and `Row` cannot escape the callback.
@@ -191,12 +191,12 @@ impl Lookups {
                 );
                 scankeys.push(entry);
             }
-            // With ignore_system_indexes set, systable_beginscan scans the table instead: slower,
-            // same rows.
+            // Without index_ok, or with ignore_system_indexes set, systable_beginscan scans the
+            // table instead: slower, same rows.
             let scan = pg_sys::systable_beginscan(
                 table.rel,
                 (*irel).rd_id,
-                true,
+                index_ok,
                 self.snapshot,
                 scankeys.len() as i32,
                 scankeys.as_mut_ptr(),
@@ -215,10 +215,15 @@ impl Lookups {
     /// the transaction, as the executor keeps its index locks: each scan then only counts a
     /// reference), checked to be a valid, ready btree index on `table` with no predicate: an index
     /// being rebuilt (CREATE INDEX CONCURRENTLY) or replaced by a partial one would miss rows.
-    fn index(&self, table: Table<'_>, name: &'static CStr) -> pg_sys::Relation {
+    ///
+    /// The flag says whether this snapshot may use it: an index built over broken HOT chains
+    /// (indcheckxmin) is skipped, as the planner skips it, until its pg_index row is older than the
+    /// transaction's xmin; the table is scanned instead.
+    fn index(&self, table: Table<'_>, name: &'static CStr) -> (pg_sys::Relation, bool) {
         let oid = oid(name, pg_sys::RELKIND_INDEX);
         if let Some(&(_, irel)) = self.indexes.borrow().iter().find(|(o, _)| *o == oid) {
-            return irel;
+            // SAFETY: an index this set of lookups opened.
+            return (irel, unsafe { usable_by_snapshot(irel) });
         }
         // SAFETY: an index OID of the current catalog (the cache forgets OIDs on invalidation);
         // the checks read the open index's relcache entry.
@@ -247,7 +252,7 @@ impl Lookups {
                 );
             }
             self.indexes.borrow_mut().push((oid, irel));
-            irel
+            (irel, usable_by_snapshot(irel))
         }
     }
 }
@@ -310,6 +315,18 @@ impl Row {
         // SAFETY: the datum is a text of a live tuple; from_datum detoasts and copies it.
         self.datum(column, pg_sys::TEXTOID)
             .and_then(|d| unsafe { String::from_datum(d, false) })
+    }
+}
+
+/// Whether the transaction's snapshots may use `irel` (the planner's indcheckxmin rule).
+unsafe fn usable_by_snapshot(irel: pg_sys::Relation) -> bool {
+    // SAFETY: `irel` is open; its pg_index tuple is in the relcache entry.
+    unsafe {
+        !(*(*irel).rd_index).indcheckxmin
+            || pg_sys::TransactionIdPrecedes(
+                pg_sys::HeapTupleHeaderGetXmin((*(*irel).rd_indextuple).t_data),
+                pg_sys::TransactionXmin,
+            )
     }
 }
 

@@ -123,7 +123,79 @@ mod tests {
         assert_eq!(claim(), "", "attempts used up");
         assert_eq!(
             text("SELECT status || ': ' || error_message FROM checkout.webhook_events"),
-            "failed: claim lease expired after 2 attempts"
+            "failed: claim lease expired (attempt 2)"
+        );
+    }
+
+    /// complete/fail with the claimed attempt belong to that claim: a worker whose lease ran out
+    /// cannot finish (or defer) the claim another worker now holds.
+    #[pg_test]
+    fn a_late_worker_cannot_finish_another_workers_claim() {
+        fixture();
+        record("evt_t", "sub_t", "2026-01-01T00:00:00Z");
+        let first = text("SELECT id || ' ' || attempts FROM checkout.claim_webhook_events(1)");
+        let (id, attempt) = first.split_once(' ').unwrap();
+        assert_eq!(attempt, "1");
+        Spi::run("UPDATE checkout.webhook_events SET updated_at = now() - interval '6 minutes'")
+            .unwrap();
+        assert_eq!(
+            text("SELECT attempts::text FROM checkout.claim_webhook_events(1)"),
+            "2"
+        );
+        // The first worker wakes up: its claim (attempt 1) is gone.
+        assert_eq!(
+            text(&format!(
+                "SELECT checkout.complete_webhook_event('{id}', 1)::text"
+            )),
+            "false"
+        );
+        assert_eq!(
+            text(&format!(
+                "SELECT (checkout.fail_webhook_event('{id}', 'late', 1) IS NULL)::text"
+            )),
+            "true"
+        );
+        assert_eq!(
+            text("SELECT status FROM checkout.webhook_events"),
+            "processing"
+        );
+        // The second worker's calls are its own.
+        assert_eq!(
+            text(&format!(
+                "SELECT checkout.complete_webhook_event('{id}', 2)::text"
+            )),
+            "true"
+        );
+        assert_eq!(
+            text("SELECT status FROM checkout.webhook_events"),
+            "processed"
+        );
+    }
+
+    /// A claim whose lease ran out while a newer event of its object was applied goes stale; it
+    /// does not hold the object's queue forever.
+    #[pg_test]
+    fn an_expired_claim_overtaken_by_a_newer_event_goes_stale() {
+        fixture();
+        record("evt_1", "sub_q", "2026-01-01T09:00:00Z");
+        assert_eq!(
+            text("SELECT provider_event_id FROM checkout.claim_webhook_events(1)"),
+            "evt_1"
+        );
+        // Its worker hangs; meanwhile a newer event of the object is applied (by hand here).
+        record("evt_2", "sub_q", "2026-01-01T10:00:00Z");
+        Spi::run("UPDATE checkout.webhook_events SET status = 'processed' WHERE provider_event_id = 'evt_2';
+                  UPDATE checkout.webhook_events SET updated_at = now() - interval '6 minutes' WHERE provider_event_id = 'evt_1'").unwrap();
+        record("evt_3", "sub_q", "2026-01-01T11:00:00Z");
+        assert_eq!(
+            text(
+                "SELECT string_agg(provider_event_id, ',') FROM checkout.claim_webhook_events(10)"
+            ),
+            "evt_3"
+        );
+        assert_eq!(
+            text("SELECT status FROM checkout.webhook_events WHERE provider_event_id = 'evt_1'"),
+            "stale"
         );
     }
 
@@ -162,37 +234,40 @@ mod tests {
     #[pg_test]
     fn a_claim_by_type_uses_the_type_index() {
         fixture();
+        // A backlog of 20,000 pending events of 39 types, and 40 pending events of type.0.
         Spi::run(
             "INSERT INTO checkout.webhook_events (organization_id, provider_event_id, type, object_id, status, payload, event_created_at)
-             SELECT 'a0000000-0000-0000-0000-000000000001', 'evt_' || g, 'type.' || (g % 40), 'obj_' || g,
-                    CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'processed' END, '{}', now() - g * interval '1 second'
-             FROM generate_series(1, 40000) g;
+             SELECT 'a0000000-0000-0000-0000-000000000001', 'evt_' || g,
+                    CASE WHEN g <= 40 THEN 'type.0' ELSE 'type.' || (1 + g % 39) END, 'obj_' || g,
+                    'pending', '{}', now() - g * interval '1 second'
+             FROM generate_series(1, 20040) g;
              ANALYZE checkout.webhook_events",
         )
         .unwrap();
-        let scans = || {
-            count("SELECT pg_stat_get_xact_numscans('checkout.idx_webhook_events_type_status'::regclass)")
+        let scans_of = |sql: &str| {
+            let before = count("SELECT pg_stat_get_xact_numscans('checkout.idx_webhook_events_type_status'::regclass)");
+            let result = text(sql);
+            let after = count("SELECT pg_stat_get_xact_numscans('checkout.idx_webhook_events_type_status'::regclass)");
+            (result, after - before)
         };
-        let before = scans();
-        // type.0 holds the pending events (g % 1000 = 0, so g % 40 = 0).
-        assert_eq!(
-            text("SELECT string_agg(DISTINCT type, ',') || ' ' || count(*) FROM checkout.claim_webhook_events(100, ARRAY['type.0'])"),
-            "type.0 40"
+        // A batch of 0 runs the claim's housekeeping (expired leases, superseded events) but reads
+        // no candidate: what a real claim scans beyond that is its own candidate query.
+        let (_, housekeeping) = scans_of(
+            "SELECT count(*)::text FROM checkout.claim_webhook_events(0, ARRAY['type.0'])",
         );
+        let (claimed, claim) = scans_of("SELECT string_agg(DISTINCT type, ',') || ' ' || count(*) FROM checkout.claim_webhook_events(100, ARRAY['type.0'])");
+        assert_eq!(claimed, "type.0 40");
         assert!(
-            scans() > before,
-            "the claim did not use idx_webhook_events_type_status"
+            claim > housekeeping,
+            "the typed claim's candidates were not read through idx_webhook_events_type_status"
         );
         assert_eq!(
-            count("SELECT count(*) FROM checkout.claim_webhook_events(100, ARRAY['type.1'])"),
+            count("SELECT count(*) FROM checkout.claim_webhook_events(100, ARRAY['type.0'])"),
             0
         );
-        record("evt_other", "sub_o", "2026-01-01T00:00:00Z");
         assert_eq!(
-            text(
-                "SELECT string_agg(provider_event_id, ',') FROM checkout.claim_webhook_events(100)"
-            ),
-            "evt_other"
+            count("SELECT count(*) FROM checkout.claim_webhook_events(10)"),
+            10
         );
     }
 

@@ -286,6 +286,8 @@ CREATE TABLE checkout.webhook_events (
 );
 CREATE INDEX idx_webhook_events_type_status ON checkout.webhook_events (type, status, created_at);
 CREATE INDEX idx_webhook_events_unprocessed ON checkout.webhook_events (created_at) WHERE status IN ('pending', 'deferred');
+-- Claims whose lease may have run out (claim_webhook_events).
+CREATE INDEX idx_webhook_events_processing ON checkout.webhook_events (updated_at) WHERE status = 'processing';
 CREATE INDEX idx_webhook_events_object ON checkout.webhook_events (organization_id, provider, object_id, event_created_at)
   WHERE object_id IS NOT NULL;
 COMMENT ON TABLE checkout.webhook_events IS 'Provider events, stored once per (organization, provider, provider_event_id).';
@@ -476,6 +478,100 @@ SELECT pg_catalog.pg_extension_config_dump('checkout.customer_email_variants', '
 SELECT pg_catalog.pg_extension_config_dump('checkout.subscription_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('checkout.refunds', '');
 SELECT pg_catalog.pg_extension_config_dump('checkout.reconciliation_queue', '');
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/email/mod.rs:15
+-- requires:
+--   schema
+
+CREATE FUNCTION checkout.normalize_email(email text) RETURNS text
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'normalize_email_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/schema.rs:6
+-- requires:
+--   schema
+
+-- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
+-- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
+-- fuzz and stress runs.
+CREATE FUNCTION checkout.check_invariants()
+RETURNS TABLE (invariant text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  -- every subscription has its 'created' audit row
+  SELECT 'subscription without its created audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
+  UNION ALL
+  -- ...and only one: a path that wrote the audit row itself and let the trigger write another would
+  -- leave two. Rows followed by a 'deleted' row belong to an earlier life of a re-inserted id.
+  SELECT 'subscription with more than one created audit row', format('%s (%s)', c.subscription_id, count(*))
+  FROM checkout.subscription_changes c
+  WHERE c.change_type = 'created'
+    AND EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = c.subscription_id)
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscription_changes d
+                    WHERE d.subscription_id = c.subscription_id AND d.change_type = 'deleted' AND d.created_at >= c.created_at)
+  GROUP BY c.subscription_id HAVING count(*) > 1
+  UNION ALL
+  -- a trialing subscription has its trial recorded
+  SELECT 'trialing subscription without trial_history', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status = 'trialing'
+    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
+  UNION ALL
+  -- at most one active or trialing subscription per (organization, customer, product)
+  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
+  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
+  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
+  UNION ALL
+  -- grants belong to the subscription's customer and organization
+  SELECT 'grant of another customer''s subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.customer_id <> g.customer_id
+  UNION ALL
+  -- the customer counters equal a recount
+  SELECT 'customer counters differ from a recount',
+         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
+                c.has_active_subscription, r.active)
+  FROM checkout.customers c
+  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
+                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
+  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
+  UNION ALL
+  -- an ended subscription grants nothing
+  SELECT 'grant in force on an ended subscription', g.id::text
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  WHERE s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL
+  UNION ALL
+  -- every status a subscription is in was reached through an audited change
+  SELECT 'subscription status differs from its last audit row', s.id::text
+  FROM checkout.subscriptions s
+  WHERE s.status IS DISTINCT FROM (
+    SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
+    WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
+  UNION ALL
+  -- no idempotency key left half-done: checkout never commits one in 'processing'
+  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
+  UNION ALL
+  -- a completed key that answered with a subscription points at one that exists
+  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
+  FROM checkout.idempotency_keys k
+  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
+    AND (k.response->>'success')::boolean
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
+  UNION ALL
+  -- every customer has its current email recorded as a variant
+  SELECT 'customer email not recorded in customer_email_variants', c.id::text
+  FROM checkout.customers c
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
+                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
+$$;
+REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -760,226 +856,6 @@ REVOKE ALL ON FUNCTION checkout.expire_checkout_sessions(integer), checkout.clea
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/schema.rs:6
--- requires:
---   schema
-
--- checkout.check_invariants(): what must hold however the writes happened (functions, crashes,
--- kills, timeouts). Returns one row per violation; empty means consistent. Used by the fault,
--- fuzz and stress runs.
-CREATE FUNCTION checkout.check_invariants()
-RETURNS TABLE (invariant text, detail text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  -- every subscription has its 'created' audit row
-  SELECT 'subscription without its created audit row', s.id::text
-  FROM checkout.subscriptions s
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
-  UNION ALL
-  -- ...and only one: a path that wrote the audit row itself and let the trigger write another would
-  -- leave two. Rows followed by a 'deleted' row belong to an earlier life of a re-inserted id.
-  SELECT 'subscription with more than one created audit row', format('%s (%s)', c.subscription_id, count(*))
-  FROM checkout.subscription_changes c
-  WHERE c.change_type = 'created'
-    AND EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = c.subscription_id)
-    AND NOT EXISTS (SELECT 1 FROM checkout.subscription_changes d
-                    WHERE d.subscription_id = c.subscription_id AND d.change_type = 'deleted' AND d.created_at >= c.created_at)
-  GROUP BY c.subscription_id HAVING count(*) > 1
-  UNION ALL
-  -- a trialing subscription has its trial recorded
-  SELECT 'trialing subscription without trial_history', s.id::text
-  FROM checkout.subscriptions s
-  WHERE s.status = 'trialing'
-    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
-  UNION ALL
-  -- at most one active or trialing subscription per (organization, customer, product)
-  SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
-  FROM checkout.subscriptions WHERE status IN ('active', 'trialing')
-  GROUP BY organization_id, customer_id, product_id HAVING count(*) > 1
-  UNION ALL
-  -- grants belong to the subscription's customer and organization
-  SELECT 'grant of another customer''s subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
-  WHERE s.customer_id <> g.customer_id
-  UNION ALL
-  -- the customer counters equal a recount
-  SELECT 'customer counters differ from a recount',
-         format('customer %s: count %s (recount %s), active %s (recount %s)', c.id, c.subscription_count, r.n,
-                c.has_active_subscription, r.active)
-  FROM checkout.customers c
-  CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
-                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
-  WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
-  UNION ALL
-  -- an ended subscription grants nothing
-  SELECT 'grant in force on an ended subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
-  WHERE s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL
-  UNION ALL
-  -- every status a subscription is in was reached through an audited change
-  SELECT 'subscription status differs from its last audit row', s.id::text
-  FROM checkout.subscriptions s
-  WHERE s.status IS DISTINCT FROM (
-    SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
-    WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
-  UNION ALL
-  -- no idempotency key left half-done: checkout never commits one in 'processing'
-  SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
-  FROM checkout.idempotency_keys k WHERE k.status = 'processing'
-  UNION ALL
-  -- a completed key that answered with a subscription points at one that exists
-  SELECT 'completed key names a missing subscription', format('%s/%s', k.organization_id, k.key)
-  FROM checkout.idempotency_keys k
-  WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
-    AND (k.response->>'success')::boolean
-    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
-  UNION ALL
-  -- every customer has its current email recorded as a variant
-  SELECT 'customer email not recorded in customer_email_variants', c.id::text
-  FROM checkout.customers c
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.customer_email_variants v
-                    WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
-$$;
-REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
-COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/webhooks.rs:5
--- requires:
---   schema
---   maintenance
-
--- Webhook events (issue 7, first part): each provider event stored exactly once, events of one
--- object applied in order, and a SKIP LOCKED work queue for the workers that apply them.
-
--- Stores the event; a redelivery returns {"duplicate": true}. object_id is the provider object the
--- event is about (Stripe: data.object.id). An event older than one already applied (processed) to
--- the same object is stored as 'stale' and never handed out.
-CREATE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
-  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_object text;
-  v_id uuid;
-  v_status text;
-BEGIN
-  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
-     OR p_event_created_at IS NULL THEN
-    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
-      USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
-    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
-      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
-    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
-      DETAIL = format('organization_id: %s', p_organization_id);
-  END IF;
-  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
-  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
-      SELECT 1 FROM checkout.webhook_events e
-      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
-        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
-    THEN 'stale' ELSE 'pending' END;
-  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
-  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
-  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
-  RETURNING id INTO v_id;
-  IF v_id IS NULL THEN
-    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
-    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
-    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
-  END IF;
-  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
-END $$;
-
--- Hands out up to p_batch events in provider order (event_created_at), oldest first, skipping rows
--- other workers hold; with p_types, only events of those types (through the (type, status,
--- created_at) index). One object's events are applied one at a time and in order: an event waits
--- while another event of its object is being processed or an older one is unfinished, and one
--- whose object already has a newer applied event becomes 'stale' instead. 'deferred' events (a
--- failed attempt) are retried. A claim is a lease of checkout.webhook_lease (default 5 min): an
--- event still 'processing' after it (its worker died) is handed out again, or becomes 'failed'
--- once checkout.reconciliation_max_attempts attempts are used up. Delivery is at least once.
-CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease', 300));
-BEGIN
-  IF p_batch IS NULL OR p_batch < 0 THEN
-    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
-  WHERE e.status IN ('pending', 'deferred') AND e.object_id IS NOT NULL
-    AND EXISTS (SELECT 1 FROM checkout.webhook_events n
-                WHERE n.organization_id = e.organization_id AND n.provider = e.provider AND n.object_id = e.object_id
-                  AND n.status = 'processed' AND n.event_created_at > e.event_created_at);
-  UPDATE checkout.webhook_events e
-  SET status = 'failed', error_message = format('claim lease expired after %s attempts', e.attempts), updated_at = now()
-  WHERE e.status = 'processing' AND e.updated_at < now() - v_lease
-    AND e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10);
-  -- The type filter is the only text added to the statement; values are bound.
-  RETURN QUERY EXECUTE format($q$
-  WITH due AS (
-    SELECT e.id FROM checkout.webhook_events e
-    WHERE (e.status IN ('pending', 'deferred') OR (e.status = 'processing' AND e.updated_at < now() - $2)) %s
-      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
-                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
-                        AND o.id <> e.id
-                        AND ((o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
-                             OR (o.status = 'processing' AND (o.event_created_at < e.event_created_at OR o.updated_at >= now() - $2))
-                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
-    ORDER BY e.event_created_at, e.created_at
-    LIMIT $1 FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
-  FROM due WHERE e.id = due.id
-  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($3)' ELSE '' END)
-  USING p_batch, v_lease, p_types;
-END $$;
-
--- Every type.
-CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  SELECT * FROM checkout.claim_webhook_events(p_batch, NULL::text[])
-$$;
-
-CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  WITH done AS (
-    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
-    WHERE id = p_id AND status = 'processing' RETURNING 1)
-  SELECT EXISTS (SELECT 1 FROM done)
-$$;
-
--- A failed attempt: 'deferred' (claimed again later), or 'failed' after
--- checkout.reconciliation_max_attempts attempts.
-CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  UPDATE checkout.webhook_events
-  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
-      error_message = p_error, updated_at = now()
-  WHERE id = p_id AND status = 'processing'
-  RETURNING status
-$$;
-
-REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
-  checkout.claim_webhook_events(integer), checkout.claim_webhook_events(integer, text[]),
-  checkout.complete_webhook_event(uuid),
-  checkout.fail_webhook_event(uuid, text) FROM PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/email/mod.rs:15
--- requires:
---   schema
-
-CREATE FUNCTION checkout.normalize_email(email text) RETURNS text
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c AS 'MODULE_PATHNAME', 'normalize_email_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/refunds.rs:5
 -- requires:
 --   schema
@@ -1089,6 +965,152 @@ END $$;
 
 REVOKE ALL ON FUNCTION checkout.record_refund(uuid, text, text, bigint, text, text, text, uuid),
   checkout.update_refund_status(uuid, text, text) FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/webhooks.rs:5
+-- requires:
+--   schema
+--   maintenance
+
+-- Webhook events (issue 7, first part): each provider event stored exactly once, events of one
+-- object applied in order, and a SKIP LOCKED work queue for the workers that apply them.
+
+-- Stores the event; a redelivery returns {"duplicate": true}. object_id is the provider object the
+-- event is about (Stripe: data.object.id). An event older than one already applied (processed) to
+-- the same object is stored as 'stale' and never handed out.
+CREATE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
+  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_object text;
+  v_id uuid;
+  v_status text;
+BEGIN
+  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
+     OR p_event_created_at IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
+    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
+      DETAIL = format('organization_id: %s', p_organization_id);
+  END IF;
+  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
+  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
+      SELECT 1 FROM checkout.webhook_events e
+      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
+        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
+    THEN 'stale' ELSE 'pending' END;
+  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
+  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
+  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
+  RETURNING id INTO v_id;
+  IF v_id IS NULL THEN
+    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
+    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
+    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
+  END IF;
+  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
+END $$;
+
+-- Hands out up to p_batch events in provider order (event_created_at), oldest first, skipping rows
+-- other workers hold; with p_types, only events of those types (through the (type, status,
+-- created_at) index). One object's events are applied one at a time and in order: an event waits
+-- while another event of its object is being processed or an older one is unfinished, and one
+-- whose object already has a newer applied event becomes 'stale' instead. 'deferred' events (a
+-- failed attempt) are retried. A claim is a lease of checkout.webhook_lease (default 5 min): an
+-- event still 'processing' after it (its worker died or hung) becomes 'deferred' again, or
+-- 'failed' once checkout.reconciliation_max_attempts attempts are used up. Delivery is at least
+-- once; a worker passes the attempts it claimed to complete/fail, so one whose lease ran out
+-- cannot finish another worker's claim.
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease', 300));
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 THEN
+    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
+  UPDATE checkout.webhook_events e
+  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+                    THEN 'failed' ELSE 'deferred' END,
+      error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status = 'processing' AND x.updated_at < now() - v_lease FOR UPDATE SKIP LOCKED) expired
+  WHERE e.id = expired.id;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                      WHERE n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
+                        AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
+        FOR UPDATE SKIP LOCKED) superseded
+  WHERE e.id = superseded.id;
+  -- The type filter is the only text added to the statement; values are bound.
+  RETURN QUERY EXECUTE format($q$
+  WITH due AS (
+    SELECT e.id FROM checkout.webhook_events e
+    WHERE e.status IN ('pending', 'deferred') %s
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.id <> e.id
+                        AND (o.status = 'processing'
+                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT $1 FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE e.id = due.id
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
+  USING p_batch, p_types;
+END $$;
+
+-- Every type.
+CREATE FUNCTION checkout.claim_webhook_events(p_batch integer) RETURNS SETOF checkout.webhook_events
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT * FROM checkout.claim_webhook_events(p_batch, NULL::text[])
+$$;
+
+-- Processed. p_attempt (the attempts of the claimed row) ties the call to its claim: after the
+-- lease ran out and another worker claimed the event, it returns false. Without it, any claim.
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid, p_attempt integer) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH done AS (
+    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+    WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt) RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM done)
+$$;
+CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT checkout.complete_webhook_event(p_id, NULL::integer)
+$$;
+
+-- A failed attempt: 'deferred' (claimed again later), or 'failed' after
+-- checkout.reconciliation_max_attempts attempts. p_attempt as for complete_webhook_event; NULL (no
+-- row) when the claim is not (or no longer) the caller's.
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
+  RETURNING status
+$$;
+CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT checkout.fail_webhook_event(p_id, p_error, NULL::integer)
+$$;
+
+REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
+  checkout.claim_webhook_events(integer), checkout.claim_webhook_events(integer, text[]),
+  checkout.complete_webhook_event(uuid), checkout.complete_webhook_event(uuid, integer),
+  checkout.fail_webhook_event(uuid, text), checkout.fail_webhook_event(uuid, text, integer) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1469,9 +1491,9 @@ BEGIN
                             coalesce((SELECT string_agg(t.to_status, ', ') FROM checkout.subscription_transitions() t
                                       WHERE t.from_status = OLD.status), 'nothing (final)'));
     END IF;
-    -- The period it was canceled in (OLD): an UPDATE that also moves current_period_end cannot
-    -- reactivate a subscription whose period is over.
-    IF OLD.status = 'canceled' AND OLD.current_period_end <= now() THEN
+    -- Within the period it was canceled in (OLD: an UPDATE that also moves current_period_end
+    -- cannot revive one whose period is over), into a period that is not over either (NEW).
+    IF OLD.status = 'canceled' AND (OLD.current_period_end <= now() OR NEW.current_period_end <= now()) THEN
       RAISE EXCEPTION 'a canceled subscription can only be reactivated within its period'
         USING ERRCODE = 'triggered_action_exception',
               DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, OLD.current_period_end),
@@ -1754,6 +1776,7 @@ AS $verify$
     ('constraint', 'webhook_events_provider_event_key', 'webhook_events'),
     ('index', 'idx_webhook_events_type_status', 'webhook_events'),
     ('index', 'idx_webhook_events_unprocessed', 'webhook_events'),
+    ('index', 'idx_webhook_events_processing', 'webhook_events'),
     ('index', 'idx_webhook_events_object', 'webhook_events'),
     ('table', 'idempotency_keys', NULL),
     ('constraint', 'idempotency_keys_org_key_key', 'idempotency_keys'),
@@ -1822,8 +1845,11 @@ AS $verify$
     ('function', 'checkout.guard_refund_status()', NULL),
     ('function', 'checkout.record_webhook_event(uuid, text, text, jsonb, timestamp with time zone, text)', NULL),
     ('function', 'checkout.claim_webhook_events(integer)', NULL),
+    ('function', 'checkout.claim_webhook_events(integer, text[])', NULL),
     ('function', 'checkout.complete_webhook_event(uuid)', NULL),
+    ('function', 'checkout.complete_webhook_event(uuid, integer)', NULL),
     ('function', 'checkout.fail_webhook_event(uuid, text)', NULL),
+    ('function', 'checkout.fail_webhook_event(uuid, text, integer)', NULL),
     ('function', 'checkout.cancel_subscription_atomic(uuid, uuid, boolean, text, uuid, text)', NULL),
     ('function', 'checkout.reactivate_subscription_atomic(uuid, uuid, text, uuid, text)', NULL),
     ('function', 'checkout.change_subscription_plan_atomic(uuid, uuid, uuid, bigint, text, integer, jsonb[], text, text, uuid, text)', NULL),

@@ -828,7 +828,9 @@ mod unit {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::subscriptions::states::{allowed, LIVE};
+    use crate::subscriptions::states::allowed;
+    // Written out, not taken from states::LIVE, so a wrong LIVE fails the test.
+    const LIVE: [&str; 3] = ["trialing", "active", "past_due"];
     use crate::test_support::{count, fixture, json, sqlstate_of, text, value};
     use pgrx::prelude::*;
 
@@ -1044,6 +1046,11 @@ mod tests {
         // Within the period the same statement reactivates (the function keeps the period, so
         // reactivate_subscription_atomic passes the same check).
         Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now(), current_period_end = now() + interval '1 day' WHERE id = {SUB}")).unwrap();
+        // ...but not into a period that is already over.
+        assert_eq!(
+            sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() - interval '1 hour' WHERE id = {SUB}")),
+            "09000"
+        );
         assert_eq!(
             sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() + interval '1 month' WHERE id = {SUB}")),
             "00000"

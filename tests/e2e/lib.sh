@@ -12,6 +12,12 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 violations() { # DB: what check_invariants() finds, on one line; empty when the data is consistent
   psql_db "$1" -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()"
 }
+over_refunded() { # DB: payments whose pending and succeeded refunds add up beyond their amount
+  psql_db "$1" -c "SELECT string_agg(p.stripe_payment_intent_id, ' ') FROM checkout.payment_intents p
+    WHERE p.amount < (SELECT coalesce(sum(r.amount), 0) FROM checkout.refunds r
+                      WHERE r.organization_id = p.organization_id AND r.payment_intent_id = p.stripe_payment_intent_id
+                        AND r.status IN ('pending', 'succeeded'))"
+}
 deadlocks() { # DB: the deadlocks PostgreSQL has counted in that database
   psql_db postgres -c "SELECT deadlocks FROM pg_stat_database WHERE datname = '$1'"
 }

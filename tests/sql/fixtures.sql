@@ -10,6 +10,15 @@ EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE;
 END $$;
 
+-- The same, with the message: "SQLSTATE: message".
+CREATE FUNCTION checkout_test.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE stmt;
+  RETURN '00000';
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
 -- Two tenants with known ids. Id prefixes: a org, b product, c customer, d subscription, f feature;
 -- suffix a1/a2 belongs to org A, b1 to org B.
 CREATE FUNCTION checkout_test.fixture() RETURNS void LANGUAGE sql AS $$
