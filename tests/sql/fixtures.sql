@@ -1,16 +1,7 @@
 -- Test-only objects (compiled in with the pg_test feature, never shipped).
 CREATE SCHEMA checkout_test;
 
--- SQLSTATE of a statement run in a subtransaction, '00000' on success.
-CREATE FUNCTION checkout_test.sqlstate_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE stmt;
-  RETURN '00000';
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLSTATE;
-END $$;
-
--- The same, with the message: "SQLSTATE: message".
+-- "SQLSTATE: message" of a statement run in a subtransaction, '00000' on success.
 CREATE FUNCTION checkout_test.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
   EXECUTE stmt;
@@ -18,6 +9,11 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
+
+-- Its SQLSTATE alone.
+CREATE FUNCTION checkout_test.sqlstate_of(stmt text) RETURNS text LANGUAGE sql AS $$
+  SELECT split_part(checkout_test.error_of(stmt), ':', 1)
+$$;
 
 -- Two tenants with known ids. Id prefixes: a org, b product, c customer, d subscription, f feature;
 -- suffix a1/a2 belongs to org A, b1 to org B.
