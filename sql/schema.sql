@@ -43,7 +43,7 @@ CREATE UNIQUE INDEX users_org_email_key ON checkout.users (organization_id, lowe
 COMMENT ON TABLE checkout.users IS 'Staff of an organization (who changed what in subscription_changes), not paying customers.';
 
 CREATE TABLE checkout.customers (
-  id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id                 uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id    uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   email              text NOT NULL CHECK (email <> '' AND length(email) <= 254),
   external_id        text CHECK (external_id <> ''),
@@ -55,6 +55,9 @@ CREATE TABLE checkout.customers (
   deleted_at         timestamptz,
   created_at         timestamptz NOT NULL DEFAULT now(),
   updated_at         timestamptz NOT NULL DEFAULT now(),
+  -- The primary key carries what check_trial_eligibility needs of a customer, so its lookup reads
+  -- the index alone (the heap of a million customers does not stay in shared buffers).
+  CONSTRAINT customers_pkey PRIMARY KEY (id) INCLUDE (organization_id, deleted_at),
   CONSTRAINT customers_org_id_key UNIQUE (organization_id, id)
 );
 -- 001's UNIQUE (organization_id, email) and UNIQUE ... WHERE, as partial unique indexes Postgres accepts.
@@ -356,9 +359,11 @@ CREATE TABLE checkout.customer_email_variants (
 );
 -- Per organization (the seed's global UNIQUE(email) dropped a second organization's customer), and per
 -- customer, so a new customer re-using a soft-deleted customer's email still records it.
+-- Both carry the column check_trial_eligibility reads from them (index-only lookups).
 CREATE UNIQUE INDEX customer_email_variants_key ON checkout.customer_email_variants
-  (organization_id, customer_id, lower(email));
-CREATE INDEX idx_email_variants_normalized ON checkout.customer_email_variants (organization_id, email_normalized);
+  (organization_id, customer_id, lower(email)) INCLUDE (email_normalized);
+CREATE INDEX idx_email_variants_normalized ON checkout.customer_email_variants (organization_id, email_normalized)
+  INCLUDE (customer_id);
 CREATE INDEX idx_email_variants_domain ON checkout.customer_email_variants (email_domain);
 COMMENT ON TABLE checkout.customer_email_variants IS 'Every email a customer has had, with its canonical form (normalize_email), to catch trial abuse through address variants. Maintained by a trigger on customers.';
 COMMENT ON COLUMN checkout.customer_email_variants.email_normalized IS 'normalize_email(email) under rules_version; recompute with renormalize_email_variants() when the rules change.';

@@ -2,11 +2,14 @@
 //!
 //! An SPI statement pays executor start-up and shut-down on every call, which for a handful of
 //! key probes costs more than the probes (measured: 23 µs for check_trial_eligibility's one
-//! statement of six probes). This module does what Postgres' own catalog code does
-//! (`systable_beginscan`): open the table and index under AccessShareLock (kept to the end of the
-//! transaction, as the executor keeps it), scan with equality keys under an MVCC snapshot, read
-//! columns by name. Visibility, index-only correctness (the heap tuple is always fetched and
-//! checked), SSI predicate locks and index statistics are the access methods' own, as for a query.
+//! statement of six probes). This module does what an index-only scan node does, without the
+//! node: open the table and index under AccessShareLock (kept to the end of the transaction, as the
+//! executor keeps it), scan with equality keys under an MVCC snapshot, take what the index holds
+//! from the index tuple where the visibility map says the heap page is all-visible, and fetch the
+//! heap tuple elsewhere (for visibility) or for a column the index lacks. Visibility, SSI
+//! predicate locks (page level where the heap is skipped, as the executor takes them) and index
+//! statistics are the access methods' own, as for a query. Skipping the heap is what makes the
+//! lookups cheap at scale: the heap pages of a million customers do not stay in shared buffers.
 //! Nothing here checks privileges or row-level security: whoever may call a function that uses it
 //! reads every tenant's rows (check_trial_eligibility: EXECUTE is revoked from PUBLIC; the tables
 //! have no row-level security, and policies added to them would not apply here).
@@ -83,9 +86,61 @@ pub struct Table<'a> {
 }
 
 /// A row found by a lookup; valid only inside the callback it is passed to.
-pub struct Row {
-    tuple: pg_sys::HeapTuple,
+pub struct Row<'s> {
+    /// The table's tuple descriptor (columns are named and typed by it).
     desc: pg_sys::TupleDesc,
+    source: Source<'s>,
+}
+
+enum Source<'s> {
+    /// A heap tuple (the table was scanned).
+    Heap(pg_sys::HeapTuple),
+    /// An index tuple, with the index's columns (heap column numbers, 0 for an expression) and the
+    /// way to its heap tuple, for the columns the index does not hold.
+    Index {
+        itup: pg_sys::IndexTuple,
+        itupdesc: pg_sys::TupleDesc,
+        columns: &'s [i16],
+        fetch: &'s HeapFetch,
+    },
+}
+
+/// The heap tuple of an index scan's current entry, fetched at most once per entry.
+struct HeapFetch {
+    scan: pg_sys::IndexScanDesc,
+    slot: Cell<*mut pg_sys::TupleTableSlot>,
+    fetched: Cell<bool>,
+}
+
+impl HeapFetch {
+    /// Fetches the current entry's heap tuple into the slot: false when no version of it is
+    /// visible to the scan's snapshot.
+    ///
+    /// # Safety
+    /// The scan is open and positioned on an entry.
+    unsafe fn fetch(&self) -> bool {
+        // SAFETY: as the caller promises; the slot is made for the scan's table.
+        unsafe {
+            if self.slot.get().is_null() {
+                self.slot.set(pg_sys::table_slot_create(
+                    (*self.scan).heapRelation,
+                    std::ptr::null_mut(),
+                ));
+            }
+            let found = pg_sys::index_fetch_heap(self.scan, self.slot.get());
+            self.fetched.set(found);
+            found
+        }
+    }
+}
+
+unsafe extern "C-unwind" {
+    // storage/predicate.h, which pgrx does not bind; called through pg_guard_ffi_boundary.
+    fn PredicateLockPage(
+        relation: pg_sys::Relation,
+        blkno: pg_sys::BlockNumber,
+        snapshot: pg_sys::Snapshot,
+    );
 }
 
 impl Lookups {
@@ -127,6 +182,10 @@ impl Lookups {
     /// Calls `each` with every row of `table` whose `keys` columns equal the given values, found
     /// through `index` (`checkout.<index>`, a valid btree index on `table` without a predicate,
     /// holding the key columns), until `each` returns false.
+    ///
+    /// Read as an index-only scan reads: a row on a heap page the visibility map marks all-visible
+    /// is taken from the index tuple, and its heap tuple is fetched only when `each` reads a column
+    /// the index does not hold; elsewhere the heap tuple is fetched to decide visibility.
     pub fn scan(
         &self,
         table: Table<'_>,
@@ -136,78 +195,105 @@ impl Lookups {
     ) {
         let (irel, index_ok) = self.index(table, index);
         // SAFETY: `table.rel` and `irel` are open and locked; the scan keys point at values (`keys`
-        // and the palloc'd texts) that outlive the scan; the tuple handed to `each` is valid until
-        // the next systable_getnext, and `Row` cannot escape the callback.
+        // and the palloc'd texts) that outlive the scan; what a `Row` points at (the index tuple,
+        // the heap tuple or slot) is valid until the next tuple is fetched, and `Row` cannot escape
+        // the callback.
         unsafe {
             let desc = (*table.rel).rd_att;
-            let form = (*irel).rd_index;
-            let columns = (*form).indkey.values.as_slice((*form).indnkeyatts as usize);
-            let mut scankeys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(keys.len());
-            for key in keys {
-                let (column, type_oid, procedure, datum) = match key {
-                    Key::Uuid(column, value) => (
-                        *column,
-                        pg_sys::UUIDOID,
-                        pg_sys::F_UUID_EQ,
-                        pg_sys::Datum::from(value.as_bytes().as_ptr()),
-                    ),
-                    Key::Text(column, value) => (
-                        *column,
-                        pg_sys::TEXTOID,
-                        pg_sys::F_TEXTEQ,
-                        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                            value.as_ptr().cast(),
-                            value.len() as i32,
-                        )),
-                    ),
-                };
-                let (attnum, actual_type, _) = attribute(desc, column);
-                // The comparison runs the index's function on the key's bytes: a key of another
-                // type would be read as garbage.
-                let position = columns.iter().position(|&c| c as i32 == attnum);
-                let Some(position) = position.filter(|_| actual_type == type_oid) else {
-                    raise(
-                        Kind::Internal,
-                        format!(
-                            "checkout: {} cannot be looked up by {column}",
-                            index.to_string_lossy()
-                        ),
-                        None,
-                        Some("Run ALTER EXTENSION checkout UPDATE, or re-create the extension."),
-                    );
-                };
-                let mut entry = pg_sys::ScanKeyData::default();
-                // The heap column's number (systable_beginscan maps it to the index column) and the
-                // index column's collation (btree compares with the key's).
-                pg_sys::ScanKeyEntryInitialize(
-                    &mut entry,
-                    0,
-                    attnum as pg_sys::AttrNumber,
-                    pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                    pg_sys::InvalidOid,
-                    *(*irel).rd_indcollation.add(position),
-                    pg_sys::Oid::from(procedure),
-                    datum,
+            let mut scankeys = scan_keys(table, irel, index, keys);
+            if !index_ok {
+                // An index this snapshot may not use (indcheckxmin): the table is scanned instead,
+                // by heap column numbers (slower, same rows).
+                for key in scankeys.iter_mut() {
+                    key.sk_attno = heap_column(irel, key.sk_attno);
+                }
+                let scan = pg_sys::systable_beginscan(
+                    table.rel,
+                    (*irel).rd_id,
+                    false,
+                    self.snapshot,
+                    scankeys.len() as i32,
+                    scankeys.as_mut_ptr(),
                 );
-                scankeys.push(entry);
+                loop {
+                    let tuple = pg_sys::systable_getnext(scan);
+                    if tuple.is_null() || !each(&Row::heap(tuple, desc)) {
+                        break;
+                    }
+                }
+                pg_sys::systable_endscan(scan);
+                return;
             }
-            // Without index_ok, or with ignore_system_indexes set, systable_beginscan scans the
-            // table instead: slower, same rows.
-            let scan = pg_sys::systable_beginscan(
+            #[cfg(not(feature = "pg18"))]
+            let scan =
+                pg_sys::index_beginscan(table.rel, irel, self.snapshot, scankeys.len() as i32, 0);
+            #[cfg(feature = "pg18")]
+            let scan = pg_sys::index_beginscan(
                 table.rel,
-                (*irel).rd_id,
-                index_ok,
+                irel,
                 self.snapshot,
+                std::ptr::null_mut(),
                 scankeys.len() as i32,
-                scankeys.as_mut_ptr(),
+                0,
             );
+            (*scan).xs_want_itup = true;
+            pg_sys::index_rescan(
+                scan,
+                scankeys.as_mut_ptr(),
+                scankeys.len() as i32,
+                std::ptr::null_mut(),
+                0,
+            );
+            let form = (*irel).rd_index;
+            let fetch = HeapFetch {
+                scan,
+                slot: Cell::new(std::ptr::null_mut()),
+                fetched: Cell::new(false),
+            };
+            let mut vm_buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
             loop {
-                let tuple = pg_sys::systable_getnext(scan);
-                if tuple.is_null() || !each(&Row { tuple, desc }) {
+                let tid =
+                    pg_sys::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tid.is_null() {
+                    break;
+                }
+                let block = (((*tid).ip_blkid.bi_hi as u32) << 16) | (*tid).ip_blkid.bi_lo as u32;
+                fetch.fetched.set(false);
+                let all_visible = pg_sys::visibilitymap_get_status(table.rel, block, &mut vm_buffer)
+                    as u32
+                    & pg_sys::VISIBILITYMAP_ALL_VISIBLE
+                    != 0;
+                if all_visible {
+                    // What the heap fetch would have taken under SERIALIZABLE (as an index-only
+                    // scan does, at page level).
+                    let snapshot = self.snapshot;
+                    pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                        PredicateLockPage(table.rel, block, snapshot)
+                    });
+                } else if !fetch.fetch() {
+                    continue; // not visible to this snapshot
+                }
+                let row = Row {
+                    desc,
+                    source: Source::Index {
+                        itup: (*scan).xs_itup,
+                        itupdesc: (*scan).xs_itupdesc,
+                        columns: (*form).indkey.values.as_slice((*form).indnatts as usize),
+                        fetch: &fetch,
+                    },
+                };
+                if !each(&row) {
                     break;
                 }
             }
-            pg_sys::systable_endscan(scan);
+            if vm_buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                pg_sys::ReleaseBuffer(vm_buffer);
+            }
+            let slot = fetch.slot.get();
+            if !slot.is_null() {
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+            }
+            pg_sys::index_endscan(scan);
         }
     }
 
@@ -279,10 +365,66 @@ impl Drop for Lookups {
     }
 }
 
-impl Row {
+impl Row<'_> {
+    fn heap(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> Row<'static> {
+        Row {
+            desc,
+            source: Source::Heap(tuple),
+        }
+    }
+
+    /// The value of `column` (None when NULL) and its type.
+    fn value(&self, column: &str) -> (Option<pg_sys::Datum>, pg_sys::Oid) {
+        let (attnum, type_oid, _) = attribute(self.desc, column);
+        let mut is_null = false;
+        // SAFETY: the tuples and descriptors belong together and are valid inside the scan
+        // callback; an index column holding a heap column has that column's type.
+        let datum = unsafe {
+            match &self.source {
+                Source::Heap(tuple) => {
+                    pg_sys::heap_getattr(*tuple, attnum, self.desc, &mut is_null)
+                }
+                Source::Index {
+                    itup,
+                    itupdesc,
+                    columns,
+                    fetch,
+                } => match columns.iter().position(|&c| c as i32 == attnum) {
+                    Some(position) => {
+                        // index_getattr is a static inline before PostgreSQL 16; deforming the
+                        // few columns of these indexes costs as little.
+                        let mut values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+                        let mut nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+                        pg_sys::index_deform_tuple(
+                            *itup,
+                            *itupdesc,
+                            values.as_mut_ptr(),
+                            nulls.as_mut_ptr(),
+                        );
+                        is_null = nulls[position];
+                        values[position]
+                    }
+                    None => {
+                        // All-visible page, so the fetch finds the tuple the entry points at.
+                        if !fetch.fetched.get() && !fetch.fetch() {
+                            raise(
+                                Kind::Internal,
+                                "checkout: an index entry of an all-visible page has no heap tuple",
+                                None,
+                                None,
+                            );
+                        }
+                        pg_sys::slot_getattr(fetch.slot.get(), attnum, &mut is_null)
+                    }
+                },
+            }
+        };
+        ((!is_null).then_some(datum), type_oid)
+    }
+
     /// The value of `column`, which must be of type `expected` (None when NULL).
     fn datum(&self, column: &str, expected: pg_sys::Oid) -> Option<pg_sys::Datum> {
-        let (attnum, type_oid, _) = attribute(self.desc, column);
+        let (datum, type_oid) = self.value(column);
         if type_oid != expected {
             raise(
                 Kind::Internal,
@@ -291,16 +433,11 @@ impl Row {
                 None,
             );
         }
-        let mut is_null = false;
-        // SAFETY: `tuple` and `desc` belong together and are valid inside the scan callback.
-        let datum = unsafe { pg_sys::heap_getattr(self.tuple, attnum, self.desc, &mut is_null) };
-        (!is_null).then_some(datum)
+        datum
     }
 
     pub fn is_null(&self, column: &str) -> bool {
-        let (attnum, _, _) = attribute(self.desc, column);
-        // SAFETY: as in `datum`.
-        unsafe { pg_sys::heap_attisnull(self.tuple, attnum, self.desc) }
+        self.value(column).0.is_none()
     }
 
     /// A uuid column (None when NULL), copied.
@@ -318,13 +455,95 @@ impl Row {
     }
 }
 
+/// Equality scan keys on `index`'s columns (index column numbers), for `keys` on `table`'s columns.
+///
+/// # Safety
+/// `table` and `irel` are open; the keys point at `keys`' values, which must outlive the scan.
+unsafe fn scan_keys(
+    table: Table<'_>,
+    irel: pg_sys::Relation,
+    index: &CStr,
+    keys: &[Key<'_>],
+) -> Vec<pg_sys::ScanKeyData> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let desc = (*table.rel).rd_att;
+        let form = (*irel).rd_index;
+        let columns = (*form).indkey.values.as_slice((*form).indnkeyatts as usize);
+        let mut scankeys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (column, type_oid, procedure, datum) = match key {
+                Key::Uuid(column, value) => (
+                    *column,
+                    pg_sys::UUIDOID,
+                    pg_sys::F_UUID_EQ,
+                    pg_sys::Datum::from(value.as_bytes().as_ptr()),
+                ),
+                Key::Text(column, value) => (
+                    *column,
+                    pg_sys::TEXTOID,
+                    pg_sys::F_TEXTEQ,
+                    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                        value.as_ptr().cast(),
+                        value.len() as i32,
+                    )),
+                ),
+            };
+            let (attnum, actual_type, _) = attribute(desc, column);
+            // The comparison runs the index's function on the key's bytes: a key of another type
+            // would be read as garbage.
+            let position = columns.iter().position(|&c| c as i32 == attnum);
+            let Some(position) = position.filter(|_| actual_type == type_oid) else {
+                raise(
+                    Kind::Internal,
+                    format!(
+                        "checkout: {} cannot be looked up by {column}",
+                        index.to_string_lossy()
+                    ),
+                    None,
+                    Some("Run ALTER EXTENSION checkout UPDATE, or re-create the extension."),
+                );
+            };
+            let mut entry = pg_sys::ScanKeyData::default();
+            // The index column's collation: btree compares with the key's.
+            pg_sys::ScanKeyEntryInitialize(
+                &mut entry,
+                0,
+                (position + 1) as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::InvalidOid,
+                *(*irel).rd_indcollation.add(position),
+                pg_sys::Oid::from(procedure),
+                datum,
+            );
+            scankeys.push(entry);
+        }
+        scankeys
+    }
+}
+
+/// The heap column an index column (1-based) holds.
+///
+/// # Safety
+/// `irel` is open and the column is one of its key columns.
+unsafe fn heap_column(irel: pg_sys::Relation, column: pg_sys::AttrNumber) -> pg_sys::AttrNumber {
+    // SAFETY: as the caller promises.
+    unsafe {
+        *(*(*irel).rd_index)
+            .indkey
+            .values
+            .as_ptr()
+            .add(column as usize - 1)
+    }
+}
+
 /// Whether the transaction's snapshots may use `irel` (the planner's indcheckxmin rule).
 unsafe fn usable_by_snapshot(irel: pg_sys::Relation) -> bool {
     // SAFETY: `irel` is open; its pg_index tuple is in the relcache entry.
     unsafe {
         !(*(*irel).rd_index).indcheckxmin
             || pg_sys::TransactionIdPrecedes(
-                pg_sys::HeapTupleHeaderGetXmin((*(*irel).rd_indextuple).t_data),
+                pg_sys::htup::HeapTupleHeaderGetXmin((*(*irel).rd_indextuple).t_data),
                 pg_sys::TransactionXmin,
             )
     }
