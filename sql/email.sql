@@ -3,11 +3,16 @@
 
 -- Records NEW.email. SECURITY DEFINER: the caller may write customers without any privilege on
 -- customer_email_variants. Invalid emails raise 22023, so customers only ever hold valid ones.
+-- Runs only as the trigger below (39P01 on any other table); EXECUTE is not PUBLIC's.
 CREATE FUNCTION checkout.track_customer_email() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_normalized text;
 BEGIN
+  IF TG_RELID <> 'checkout.customers'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
+    RAISE EXCEPTION 'checkout.track_customer_email() runs only as a trigger of checkout.customers'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
   IF TG_OP = 'UPDATE' AND NEW.email IS NOT DISTINCT FROM OLD.email THEN
     RETURN NULL;
   END IF;
@@ -30,6 +35,10 @@ CREATE TRIGGER customers_track_email
 CREATE FUNCTION checkout.merge_duplicate_email_variant() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID <> 'checkout.customer_email_variants'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
+    RAISE EXCEPTION 'checkout.merge_duplicate_email_variant() runs only as a trigger of checkout.customer_email_variants'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
   UPDATE checkout.customer_email_variants v
      SET id = NEW.id, email = NEW.email, email_normalized = NEW.email_normalized,
          email_domain = NEW.email_domain, rules_version = NEW.rules_version, created_at = NEW.created_at
@@ -65,4 +74,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT count(*) FROM changed
 $$;
 REVOKE ALL ON FUNCTION checkout.renormalize_email_variants() FROM PUBLIC;
+-- The triggers' functions are SECURITY DEFINER: only the owner attaches them (and each checks the
+-- table it fires on).
+REVOKE ALL ON FUNCTION checkout.track_customer_email(), checkout.merge_duplicate_email_variant() FROM PUBLIC;
 COMMENT ON FUNCTION checkout.renormalize_email_variants() IS 'Recomputes customer_email_variants.email_normalized where it was computed under other rules; returns the number of rows changed.';

@@ -67,6 +67,15 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     AND (k.response->>'success')::boolean
     AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
   UNION ALL
+  -- no payment refunded (pending or succeeded refunds) beyond its amount
+  SELECT 'payment refunded beyond its amount',
+         format('payment %s/%s: %s, refunded or pending: %s', p.organization_id, p.stripe_payment_intent_id, p.amount, r.total)
+  FROM checkout.payment_intents p
+  CROSS JOIN LATERAL (SELECT coalesce(sum(f.amount), 0) AS total FROM checkout.refunds f
+                      WHERE f.organization_id = p.organization_id AND f.payment_intent_id = p.stripe_payment_intent_id
+                        AND f.status IN ('pending', 'succeeded')) r
+  WHERE r.total > p.amount
+  UNION ALL
   -- every customer has its current email recorded as a variant
   SELECT 'customer email not recorded in customer_email_variants', c.id::text
   FROM checkout.customers c
@@ -74,4 +83,4 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                     WHERE v.organization_id = c.organization_id AND v.customer_id = c.id AND lower(v.email) = lower(c.email))
 $$;
 REVOKE ALL ON FUNCTION checkout.check_invariants() FROM PUBLIC;
-COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, email variants): one row per violation.';
+COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, refunds within their payment, email variants): one row per violation.';

@@ -7,7 +7,12 @@
 --    counters, feature grants revoked when the subscription ends (restored on reactivation), one
 --    trial per customer and product, the trial converted, the product's metrics cache cleared.
 -- Both are SECURITY DEFINER: a role allowed to update subscriptions needs no privilege on the
--- tables they keep (and cannot forge audit rows); invoking_role() still names that role.
+-- tables they keep (and cannot forge audit rows); invoking_role() still names that role. So that
+-- nobody borrows that power, no role but the owner may attach them (EXECUTE revoked from PUBLIC),
+-- and each refuses to run on any other table than checkout.subscriptions (39P01), so even a
+-- superuser's mistaken CREATE TRIGGER writes nothing.
+--  * stamp (BEFORE INSERT of a canceled or expired row, the guard's function): such a row
+--    inserted directly gets its canceled_at/ended_at, as entering those statuses by UPDATE does.
 -- Row locks are taken customer first, then product, on every path (create_subscription_atomic's
 -- statement too), so concurrent writers queue instead of deadlocking.
 
@@ -17,6 +22,20 @@ ALTER TABLE checkout.subscription_changes ALTER COLUMN changed_by_role SET DEFAU
 CREATE FUNCTION checkout.guard_subscription_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID <> 'checkout.subscriptions'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
+    RAISE EXCEPTION 'checkout.guard_subscription_update() runs only as a trigger of checkout.subscriptions'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.status IN ('canceled', 'expired') THEN
+      NEW.ended_at := coalesce(NEW.ended_at, now());
+      IF NEW.status = 'canceled' THEN
+        NEW.canceled_at := coalesce(NEW.canceled_at, now());
+      END IF;
+      NEW.cancel_at_period_end := false;
+    END IF;
+    RETURN NEW;
+  END IF;
   IF NEW.organization_id <> OLD.organization_id OR NEW.customer_id <> OLD.customer_id THEN
     RAISE EXCEPTION 'a subscription cannot move to another customer or organization'
       USING ERRCODE = 'triggered_action_exception', DETAIL = format('subscription_id: %s', OLD.id),
@@ -68,6 +87,10 @@ DECLARE
   v_was_active boolean;
   v_is_active boolean;
 BEGIN
+  IF TG_RELID <> 'checkout.subscriptions'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
+    RAISE EXCEPTION 'checkout.audit_subscription_change() runs only as a trigger of checkout.subscriptions'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
   IF TG_OP = 'INSERT' THEN
     v_row := NEW;
     v_type := 'created';
@@ -177,6 +200,9 @@ END $$;
 
 CREATE TRIGGER subscriptions_guard BEFORE UPDATE ON checkout.subscriptions
   FOR EACH ROW EXECUTE FUNCTION checkout.guard_subscription_update();
+-- Only rows that need stamping: creates (active, trialing, incomplete) pay for the WHEN alone.
+CREATE TRIGGER subscriptions_stamp_ended BEFORE INSERT ON checkout.subscriptions
+  FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired')) EXECUTE FUNCTION checkout.guard_subscription_update();
 CREATE TRIGGER subscriptions_audit AFTER INSERT OR UPDATE OR DELETE ON checkout.subscriptions
   FOR EACH ROW WHEN (NOT checkout.subscription_audit_skipped()) EXECUTE FUNCTION checkout.audit_subscription_change();
 
@@ -213,3 +239,4 @@ BEGIN
   RETURN v_count;
 END $$;
 REVOKE ALL ON FUNCTION checkout.end_subscription_periods(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION checkout.guard_subscription_update(), checkout.audit_subscription_change() FROM PUBLIC;

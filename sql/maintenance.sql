@@ -65,7 +65,8 @@ BEGIN
 END $$;
 
 -- Reconciliation queue. An item is open while pending, processing or failed; one open item per
--- (type, reference_id): enqueueing it again merges details and keeps the more urgent priority.
+-- (organization, type, reference_id): enqueueing it again merges details and keeps the more urgent
+-- priority. Another organization's item with the same type and reference is another item.
 CREATE FUNCTION checkout.enqueue_reconciliation(p_type text, p_reference_id text, p_details jsonb DEFAULT '{}',
   p_priority integer DEFAULT 5, p_organization_id uuid DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -93,7 +94,7 @@ BEGIN
   END IF;
   INSERT INTO checkout.reconciliation_queue AS q (organization_id, type, reference_id, details, priority)
   VALUES (p_organization_id, p_type, p_reference_id, coalesce(p_details, '{}'), p_priority)
-  ON CONFLICT (type, reference_id) WHERE status IN ('pending', 'processing', 'failed') DO UPDATE
+  ON CONFLICT (organization_id, type, reference_id) WHERE status IN ('pending', 'processing', 'failed') DO UPDATE
   SET details = q.details || EXCLUDED.details, priority = least(q.priority, EXCLUDED.priority), updated_at = now()
   RETURNING q.id INTO v_id;
   RETURN v_id;
@@ -189,8 +190,9 @@ BEGIN
       (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active') AS active,
       (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'trialing') AS trialing,
       (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
-         SELECT s.currency, round(sum(s.amount * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
-                                                   WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count))::bigint AS mrr
+         -- numeric throughout: no amount, however large, can make the job fail (for every product).
+         SELECT s.currency, round(sum(s.amount::numeric * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
+                                                   WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
          FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active'
          GROUP BY s.currency) m) AS mrr
     FROM stale)

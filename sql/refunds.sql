@@ -1,23 +1,59 @@
--- Refunds (issue 7, part): recorded idempotently on the provider's refund id, never more than the
--- payment, in the payment's currency; status moves pending -> succeeded | failed | canceled only,
--- enforced by a trigger, whoever updates the row.
-
+-- Refunds (issue 7, part): recorded idempotently on the provider's refund id (unique per
+-- organization), never more than the payment, in the payment's currency; status moves pending ->
+-- succeeded | failed | canceled only. Both rules are kept by a trigger, whoever writes the row.
+--
+-- The bound at every isolation level: a refund that counts (pending or succeeded) first UPDATEs its
+-- payment's row (to the same values), then sums the payment's other refunds. Writers of one payment queue on that row;
+-- under READ COMMITTED the sum then sees every committed refund, and under REPEATABLE READ or
+-- SERIALIZABLE a writer whose snapshot predates another's committed refund gets 40001 on the row
+-- (a lock alone would not: only an update conflicts with an older snapshot).
 CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_payment_amount bigint;
+  v_refunded bigint;
 BEGIN
-  IF NEW.status IS DISTINCT FROM OLD.status AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
+  IF TG_RELID <> 'checkout.refunds'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
+    RAISE EXCEPTION 'checkout.guard_refund_status() runs only as a trigger of checkout.refunds'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
+  IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status
+     AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
     RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
       USING ERRCODE = 'triggered_action_exception',
             DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
             HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
   END IF;
-  IF NEW.status = 'succeeded' AND OLD.status <> 'succeeded' THEN
+  IF NEW.status = 'succeeded' AND (TG_OP = 'INSERT' OR OLD.status <> 'succeeded') THEN
     NEW.completed_at := coalesce(NEW.completed_at, now());
+  END IF;
+  -- Only a change that can raise the payment's refunded total is checked (a status moving from
+  -- pending to succeeded cannot).
+  IF NEW.status IN ('pending', 'succeeded')
+     AND (TG_OP = 'INSERT' OR OLD.status NOT IN ('pending', 'succeeded') OR NEW.amount > OLD.amount
+          OR NEW.organization_id <> OLD.organization_id OR NEW.payment_intent_id <> OLD.payment_intent_id) THEN
+    -- updated_at = updated_at: a real row version (what conflicts with an older snapshot) that
+    -- changes no value (a restore reproduces the rows exactly).
+    UPDATE checkout.payment_intents p SET updated_at = p.updated_at
+    WHERE p.organization_id = NEW.organization_id AND p.stripe_payment_intent_id = NEW.payment_intent_id
+    RETURNING p.amount INTO v_payment_amount;
+    IF FOUND THEN -- a missing payment is the foreign key's to report (23503)
+      SELECT coalesce(sum(r.amount), 0) INTO v_refunded FROM checkout.refunds r
+      WHERE r.organization_id = NEW.organization_id AND r.payment_intent_id = NEW.payment_intent_id
+        AND r.status IN ('pending', 'succeeded') AND r.id <> NEW.id;
+      IF v_refunded + NEW.amount > v_payment_amount THEN
+        RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
+          DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
+                          NEW.payment_intent_id, v_payment_amount, v_refunded, NEW.amount),
+          HINT = 'Refund at most the remaining amount.';
+      END IF;
+    END IF;
   END IF;
   RETURN NEW;
 END $$;
-CREATE TRIGGER refunds_guard_status BEFORE UPDATE OF status ON checkout.refunds
+CREATE TRIGGER refunds_guard_status BEFORE INSERT OR UPDATE ON checkout.refunds
   FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
+REVOKE ALL ON FUNCTION checkout.guard_refund_status() FROM PUBLIC;
 
 CREATE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
   p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',
@@ -35,14 +71,15 @@ BEGIN
     RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
       USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF p_amount <= 0 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = '' OR length(p_reason) > 100
+  IF p_amount <= 0 OR p_amount > 999999999999 OR v_currency !~ '^[a-z]{3}$' OR p_stripe_refund_id = '' OR length(p_reason) > 100
      OR (p_initiated_by IS NOT NULL AND p_initiated_by NOT IN ('automatic', 'manual', 'customer_request')) THEN
-    RAISE EXCEPTION 'invalid refund: amount must be > 0, currency a 3-letter code, reason at most 100 characters, initiated_by automatic, manual or customer_request'
+    RAISE EXCEPTION 'invalid refund: amount must be 1 to 999999999999, currency a 3-letter code, reason at most 100 characters, initiated_by automatic, manual or customer_request'
       USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('amount: %s, currency: %s, reason length: %s, initiated_by: %s', p_amount, p_currency,
                             length(p_reason), p_initiated_by);
   END IF;
-  -- The payment's row lock serializes refunds of one payment, so the total check holds.
+  -- The payment's row lock serializes refunds of one payment; the check below answers early with
+  -- the totals, and the refunds trigger holds the bound at every isolation level.
   SELECT * INTO v_payment FROM checkout.payment_intents
   WHERE organization_id = p_organization_id AND stripe_payment_intent_id = p_payment_intent_id
   FOR NO KEY UPDATE;
@@ -50,9 +87,11 @@ BEGIN
     RAISE EXCEPTION 'payment intent not found in organization' USING ERRCODE = 'no_data_found',
       DETAIL = format('payment_intent_id: %s, organization_id: %s', p_payment_intent_id, p_organization_id);
   END IF;
-  SELECT * INTO v_existing FROM checkout.refunds WHERE stripe_refund_id = p_stripe_refund_id;
+  -- Refund ids are unique per organization: another organization's refunds are never read.
+  SELECT * INTO v_existing FROM checkout.refunds
+  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id;
   IF FOUND THEN
-    IF v_existing.organization_id <> p_organization_id OR v_existing.payment_intent_id <> p_payment_intent_id
+    IF v_existing.payment_intent_id <> p_payment_intent_id
        OR v_existing.amount <> p_amount OR v_existing.currency <> v_currency THEN
       RAISE EXCEPTION 'refund id already recorded with other values' USING ERRCODE = 'unique_violation',
         DETAIL = format('stripe_refund_id: %s, refund_id: %s', p_stripe_refund_id, v_existing.id);

@@ -2,7 +2,10 @@
 -- Loaded first (bootstrap). Conventions:
 --   * every tenant-owned row carries organization_id, and every reference to another tenant-owned
 --     row is a composite foreign key on (organization_id, id): a row can never point across tenants;
---   * money is bigint minor units, currency a lowercase ISO 4217 code ('usd'), times timestamptz;
+--   * money is bigint minor units, at most 999,999,999,999 (every sum of amounts stays in range),
+--     currency a lowercase ISO 4217 code ('usd'), times timestamptz;
+--   * a provider's ids (Stripe's subscription, session and refund ids) are unique per organization:
+--     one tenant can neither collide with another's ids nor learn that they exist;
 --   * statuses are text with CHECK constraints listing the documented values.
 
 -- Text arguments reach Rust as UTF-8 strings: other database encodings are refused here, with a
@@ -121,7 +124,7 @@ CREATE TABLE checkout.subscriptions (
   product_id      uuid NOT NULL,
   status          text NOT NULL CHECK (status IN
                     ('incomplete', 'trialing', 'active', 'past_due', 'canceled', 'unpaid', 'paused', 'expired')),
-  stripe_subscription_id text UNIQUE,
+  stripe_subscription_id text,
   stripe_price_id text,
   amount          bigint NOT NULL,
   currency        text NOT NULL CHECK (currency ~ '^[a-z]{3}$'),
@@ -143,6 +146,8 @@ CREATE TABLE checkout.subscriptions (
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
   CONSTRAINT subscriptions_org_id_key UNIQUE (organization_id, id),
+  CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (organization_id, stripe_subscription_id),
+  CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   CONSTRAINT check_subscription_dates CHECK (current_period_start <= current_period_end),
   CONSTRAINT check_trial_dates CHECK (trial_start IS NULL OR trial_end IS NULL OR trial_start <= trial_end),
   CONSTRAINT check_positive_amount CHECK (amount >= 0),
@@ -178,7 +183,7 @@ CREATE TABLE checkout.checkout_sessions (
   customer_id     uuid,
   product_id      uuid,
   status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'completed', 'expired', 'canceled')),
-  stripe_session_id text UNIQUE,
+  stripe_session_id text,
   amount          bigint CHECK (amount >= 0),
   currency        text CHECK (currency ~ '^[a-z]{3}$'),
   success_url     text,
@@ -190,6 +195,8 @@ CREATE TABLE checkout.checkout_sessions (
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
   CONSTRAINT checkout_sessions_org_id_key UNIQUE (organization_id, id),
+  CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (organization_id, stripe_session_id),
+  CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   CONSTRAINT checkout_sessions_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
     REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
   CONSTRAINT checkout_sessions_product_id_fkey FOREIGN KEY (organization_id, product_id)
@@ -218,6 +225,7 @@ CREATE TABLE checkout.payment_intents (
   CONSTRAINT payment_intents_org_id_key UNIQUE (organization_id, id),
   CONSTRAINT payment_intents_org_stripe_key UNIQUE (organization_id, stripe_payment_intent_id),
   CONSTRAINT check_positive_payment_amount CHECK (amount > 0),
+  CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   CONSTRAINT payment_intents_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
     REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
   CONSTRAINT payment_intents_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
@@ -403,7 +411,7 @@ CREATE TABLE checkout.refunds (
   id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   payment_intent_id text NOT NULL,
-  stripe_refund_id text UNIQUE,
+  stripe_refund_id text,
   subscription_id uuid,
   amount          bigint NOT NULL,
   currency        text NOT NULL CHECK (currency ~ '^[a-z]{3}$'),
@@ -414,6 +422,8 @@ CREATE TABLE checkout.refunds (
   created_at      timestamptz NOT NULL DEFAULT now(),
   completed_at    timestamptz,
   CONSTRAINT check_positive_refund_amount CHECK (amount > 0),
+  CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
+  CONSTRAINT refunds_stripe_refund_id_key UNIQUE (organization_id, stripe_refund_id),
   CONSTRAINT refunds_payment_intent_id_fkey FOREIGN KEY (organization_id, payment_intent_id)
     REFERENCES checkout.payment_intents (organization_id, stripe_payment_intent_id) ON DELETE CASCADE,
   CONSTRAINT refunds_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
@@ -447,9 +457,11 @@ CREATE TABLE checkout.reconciliation_queue (
 );
 CREATE INDEX idx_reconciliation_status ON checkout.reconciliation_queue (status, priority);
 CREATE INDEX idx_reconciliation_retry ON checkout.reconciliation_queue (next_retry_at) WHERE status IN ('pending', 'failed');
--- One open item per (type, reference_id): enqueueing the same problem twice is a no-op.
-CREATE UNIQUE INDEX reconciliation_queue_open_item ON checkout.reconciliation_queue (type, reference_id)
-  WHERE status IN ('pending', 'processing', 'failed');
+-- One open item per (organization, type, reference_id): enqueueing the same problem twice is a
+-- no-op, and one organization's item never absorbs another's. Items of no organization (NULL)
+-- dedupe among themselves.
+CREATE UNIQUE INDEX reconciliation_queue_open_item ON checkout.reconciliation_queue (organization_id, type, reference_id)
+  NULLS NOT DISTINCT WHERE status IN ('pending', 'processing', 'failed');
 COMMENT ON TABLE checkout.reconciliation_queue IS 'Operations to retry or review; claimed by workers with a lease (locked_by, locked_until).';
 COMMENT ON COLUMN checkout.reconciliation_queue.priority IS '1 (most urgent) to 10.';
 COMMENT ON COLUMN checkout.reconciliation_queue.locked_until IS 'Lease of the worker that claimed the item; past it the item is claimable again.';

@@ -101,6 +101,14 @@ AS $verify$
     ('index', 'idx_subscription_changes_changed_by', 'subscription_changes'),
     ('table', 'refunds', NULL),
     ('constraint', 'check_positive_refund_amount', 'refunds'),
+    ('constraint', 'check_amount_in_range', 'refunds'),
+    ('constraint', 'refunds_stripe_refund_id_key', 'refunds'),
+    ('trigger', 'refunds_guard_status', 'refunds'),
+    ('constraint', 'check_amount_in_range', 'subscriptions'),
+    ('constraint', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
+    ('constraint', 'check_amount_in_range', 'payment_intents'),
+    ('constraint', 'check_amount_in_range', 'checkout_sessions'),
+    ('constraint', 'checkout_sessions_stripe_session_id_key', 'checkout_sessions'),
     ('constraint', 'refunds_payment_intent_id_fkey', 'refunds'),
     ('constraint', 'refunds_subscription_id_fkey', 'refunds'),
     ('index', 'idx_refunds_payment', 'refunds'),
@@ -116,6 +124,7 @@ AS $verify$
     ('function', 'checkout.email_rules_version()', NULL),
     ('function', 'checkout.renormalize_email_variants()', NULL),
     ('function', 'checkout.check_trial_eligibility(uuid, uuid, text)', NULL),
+    ('function', 'checkout.check_trial_eligibility(uuid, uuid, uuid, text)', NULL),
     ('function', 'checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text)', NULL),
     ('function', 'checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb)', NULL),
     ('function', 'checkout.track_customer_email()', NULL),
@@ -157,6 +166,7 @@ AS $verify$
     ('function', 'checkout.end_subscription_periods(integer)', NULL),
     ('trigger', 'subscriptions_guard', 'subscriptions'),
     ('trigger', 'subscriptions_audit', 'subscriptions'),
+    ('trigger', 'subscriptions_stamp_ended', 'subscriptions'),
     ('table', 'maintenance_runs', NULL)
   ), found AS (
     SELECT e.kind, e.name,
@@ -182,5 +192,13 @@ AS $verify$
   SELECT 'privilege: PUBLIC has no CREATE on schema checkout',
          NOT has_schema_privilege('public', 'checkout', 'CREATE'),
          'schema ACL: ' || coalesce((SELECT nspacl::text FROM pg_namespace WHERE nspname = 'checkout'), 'default')
+  UNION ALL
+  -- A SECURITY DEFINER trigger function PUBLIC may execute could be attached to anyone's table.
+  SELECT 'privilege: PUBLIC cannot execute the trigger functions',
+         coalesce(bool_and(NOT has_function_privilege('public', p.oid, 'EXECUTE')), true),
+         coalesce('executable by PUBLIC: ' || string_agg(p.oid::regprocedure::text, ', ')
+                    FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE')), 'none executable by PUBLIC')
+  FROM pg_proc p
+  WHERE p.pronamespace = 'checkout'::regnamespace AND p.prorettype = 'trigger'::regtype
 $verify$;
 COMMENT ON FUNCTION checkout.verify() IS 'Post-install verification: one row per expected table, constraint, index and function, with ok and detail.';

@@ -71,7 +71,7 @@ fn subscription_audit_skipped() -> bool {
     CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.self_audited)) || restoring()
 }
 
-/// The client's statement (the active portal's only statement) is `COPY subscriptions FROM`.
+/// The client's statement (the active portal's only statement) is `COPY checkout.subscriptions FROM`.
 fn restoring() -> bool {
     // SAFETY: ActivePortal is the portal the backend is running, or NULL; its statements are
     // PlannedStmt nodes, a utility one carrying the parsed CopyStmt.
@@ -92,7 +92,22 @@ fn restoring() -> bool {
         if !(*copy).is_from || (*copy).relation.is_null() || (*(*copy).relation).relname.is_null() {
             return false;
         }
-        CStr::from_ptr((*(*copy).relation).relname).to_bytes() == b"subscriptions"
+        // The relation itself, not its name: a caller's own table named subscriptions (whose
+        // column default calls a checkout function) must not switch the audit off.
+        if CStr::from_ptr((*(*copy).relation).relname).to_bytes() != b"subscriptions" {
+            return false;
+        }
+        let target = pg_sys::RangeVarGetRelidExtended(
+            (*copy).relation,
+            pg_sys::NoLock as pg_sys::LOCKMODE,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
+        schema != pg_sys::InvalidOid
+            && target != pg_sys::InvalidOid
+            && target == pg_sys::get_relname_relid(c"subscriptions".as_ptr(), schema)
     }
 }
 

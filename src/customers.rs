@@ -2,6 +2,7 @@
 //! by external_id first, race-free through `INSERT ... ON CONFLICT` on the unique index.
 use crate::email::canonical;
 use crate::errors::{raise, required, Kind};
+use crate::json_arg::JsonText;
 use crate::plans::{first_row, kept, not_null, ok};
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
@@ -49,12 +50,14 @@ fn upsert_customer_atomic(
     p_external_id: default!(Option<&str>, "NULL"),
     p_name: default!(Option<&str>, "NULL"),
     p_stripe_customer_id: default!(Option<&str>, "NULL"),
-    p_metadata: default!(Option<JsonB>, "'{}'"),
+    p_metadata: default!(Option<JsonText>, "'{}'"),
 ) -> JsonB {
     let organization = required(p_organization_id, "p_organization_id");
     let email = required(p_email, "p_email").trim();
     canonical(email); // validates: 22023 on an invalid address
-    let metadata = p_metadata.map(|m| m.0).unwrap_or_else(|| json!({}));
+    let metadata = p_metadata
+        .map(|m| m.parse("p_metadata"))
+        .unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
         raise(
             Kind::InvalidParameter,

@@ -22,6 +22,9 @@ pub enum Kind {
     /// transition outside the state machine, reactivating after the period, renewing a
     /// subscription set to end). The same code the subscriptions trigger raises for direct SQL.
     InvalidTransition,
+    /// 54001 statement_too_complex: a jsonb argument nested deeper than checkout reads (PostgreSQL's
+    /// own code for input nested too deeply).
+    TooDeep,
     /// XX000 internal_error: a bug in checkout (never expected; please report it).
     Internal,
 }
@@ -35,6 +38,7 @@ impl Kind {
             Kind::KeyReused => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Kind::Conflict => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
             Kind::InvalidTransition => PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+            Kind::TooDeep => PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
             Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

@@ -51,9 +51,9 @@ pub fn init() {
     seconds(
         c"checkout.idempotency_key_ttl",
         c"How long an idempotency key is honoured after its first use.",
-        c"Older keys count as absent: a call with one does the work again. Accepts units, e.g. '24h'.",
+        c"Older keys count as absent: a call with one does the work again. Accepts units, e.g. '24h'. Superuser only: a caller's own value would decide how long every client's keys live.",
         &IDEMPOTENCY_KEY_TTL,
-        GucContext::Userset,
+        GucContext::Suset,
     );
     seconds(
         c"checkout.maintenance_interval",
@@ -65,16 +65,16 @@ pub fn init() {
     seconds(
         c"checkout.session_retention",
         c"How long expired checkout sessions are kept before maintenance deletes them.",
-        c"Measured from the session's expires_at.",
+        c"Measured from the session's expires_at. Superuser only, like every lifetime.",
         &SESSION_RETENTION,
-        GucContext::Userset,
+        GucContext::Suset,
     );
     seconds(
         c"checkout.reconciliation_lease",
         c"How long a claimed reconciliation item stays leased to its worker.",
-        c"Past it, the item can be claimed again, and maintenance counts a failed attempt.",
+        c"Past it, the item can be claimed again, and maintenance counts a failed attempt. Superuser only, like every lifetime.",
         &RECONCILIATION_LEASE,
-        GucContext::Userset,
+        GucContext::Suset,
     );
     seconds(
         c"checkout.webhook_lease",
@@ -86,11 +86,11 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"checkout.reconciliation_max_attempts",
         c"Failed attempts after which a reconciliation item goes to manual_review.",
-        c"",
+        c"Superuser only: a worker's own value would decide when every item gives up.",
         &RECONCILIATION_MAX_ATTEMPTS,
         1,
         1000,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     let attribution = |name, short, setting| {

@@ -10,6 +10,7 @@ mod email;
 mod errors;
 mod gucs;
 mod idempotency;
+mod json_arg;
 mod lookups;
 mod maintenance;
 mod plans;
@@ -28,6 +29,8 @@ pub extern "C-unwind" fn _PG_init() {
     maintenance::register_workers();
 }
 
+#[cfg(any(test, feature = "pg_test"))]
+mod hardening_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
 

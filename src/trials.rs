@@ -14,7 +14,8 @@ pub struct Eligibility {
 }
 
 /// Whether `customer` may start a trial of `product`. `email` defaults to the customer's own.
-/// Unknown (or deleted) customer, or a product of another organization: ERROR P0002.
+/// Unknown (or deleted) customer, a customer of another organization than `organization` (when
+/// given), or a product of another organization: ERROR P0002, the same for each.
 ///
 /// Every step is a key lookup through an index (the customer; the product in its organization;
 /// its own trial; its email history; customers of the organization holding one of the canonical
@@ -22,6 +23,7 @@ pub struct Eligibility {
 /// rules change `renormalize_email_variants()` refreshes them. The lookups bypass the executor
 /// (see `lookups`): as one SQL statement they cost twice the seed's whole function.
 pub fn eligibility(
+    organization: Option<Uuid>,
     customer: Uuid,
     product: Uuid,
     email: Option<&str>,
@@ -49,13 +51,24 @@ pub fn eligibility(
             false
         },
     );
-    let Some((organization, own_email)) = found else {
-        raise(
+    let (organization, own_email) = match (found, organization) {
+        (Some((found_in, email)), Some(wanted)) if found_in == wanted => (found_in, email),
+        // Another tenant's customer is reported exactly like a missing one.
+        (_, Some(wanted)) => raise(
+            Kind::NotFound,
+            "customer not found in organization",
+            Some(format!(
+                "customer_id: {customer}, organization_id: {wanted}"
+            )),
+            Some("The customer does not exist, is deleted, or belongs to another organization."),
+        ),
+        (Some(found), None) => found,
+        (None, None) => raise(
             Kind::NotFound,
             "customer not found",
             Some(format!("customer_id: {customer}")),
             Some("The customer does not exist or is deleted."),
-        );
+        ),
     };
     let products = lookups.table(c"products");
     let mut product_found = false;
@@ -150,8 +163,9 @@ pub fn eligibility(
     }
 }
 
-/// The seed's `check_trial_eligibility`, tenant-aware and case-proof. `p_email` NULL: the
-/// customer's own email.
+/// The seed's `check_trial_eligibility`, tenant-aware and case-proof. `p_email` NULL (the
+/// default): the customer's own email. Kept for the seed's callers; applications are granted the
+/// organization-scoped form below.
 ///
 /// Not SECURITY DEFINER: it runs no SQL and resolves no name through `search_path` (its lookups
 /// name schema checkout and read through the indexes, with no privilege check), so it needs neither
@@ -161,17 +175,44 @@ pub fn eligibility(
 fn check_trial_eligibility(
     p_customer_id: Option<Uuid>,
     p_product_id: Option<Uuid>,
-    p_email: Option<&str>,
+    p_email: default!(Option<&str>, "NULL"),
 ) -> JsonB {
     let customer = required(p_customer_id, "p_customer_id");
     let product = required(p_product_id, "p_product_id");
-    JsonB(eligibility(customer, product, p_email, Snapshot::Statement).result)
+    JsonB(eligibility(None, customer, product, p_email, Snapshot::Statement).result)
+}
+
+/// `check_trial_eligibility(p_organization_id, p_customer_id, p_product_id, p_email)`: the same
+/// answer, for a customer of that organization only. Another organization's customer is P0002,
+/// exactly like a missing one, so a caller learns nothing about other tenants.
+#[pg_extern(stable, name = "check_trial_eligibility")]
+fn check_trial_eligibility_in_organization(
+    p_organization_id: Option<Uuid>,
+    p_customer_id: Option<Uuid>,
+    p_product_id: Option<Uuid>,
+    p_email: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    let organization = required(p_organization_id, "p_organization_id");
+    let customer = required(p_customer_id, "p_customer_id");
+    let product = required(p_product_id, "p_product_id");
+    let verdict = eligibility(
+        Some(organization),
+        customer,
+        product,
+        p_email,
+        Snapshot::Statement,
+    );
+    JsonB(verdict.result)
 }
 
 extension_sql_file!(
     "../sql/trials.sql",
     name = "trials",
-    requires = ["email", check_trial_eligibility]
+    requires = [
+        "email",
+        check_trial_eligibility,
+        check_trial_eligibility_in_organization
+    ]
 );
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -281,6 +322,49 @@ mod tests {
         assert_eq!(
             eligibility("c0000000-0000-0000-0000-0000000000a1", None)["eligible"],
             true
+        );
+    }
+
+    #[pg_test]
+    fn the_organization_scoped_form_answers_only_for_its_own_customers() {
+        fixture();
+        let scoped = |org: &str, customer: &str| {
+            format!("SELECT checkout.check_trial_eligibility('{org}'::uuid, '{customer}'::uuid, '{PRO_A}'::uuid)")
+        };
+        let alice = "c0000000-0000-0000-0000-0000000000a1";
+        give_trial(alice);
+        // The same answer as the seed form for the organization's own customer...
+        assert_eq!(
+            json(&scoped(ORG_A, alice)),
+            eligibility(alice, None),
+            "same verdict as the seed form"
+        );
+        assert_eq!(json(&scoped(ORG_A, alice))["reason"], "already_had_trial");
+        // ...and another organization's customer is reported exactly like a missing one.
+        let org_b = "a0000000-0000-0000-0000-000000000002";
+        let other = text(&format!(
+            "SELECT checkout_test.error_of($$ {} $$)",
+            scoped(org_b, alice)
+        ));
+        let missing = text(&format!(
+            "SELECT checkout_test.error_of($$ {} $$)",
+            scoped(org_b, "c0000000-0000-0000-0000-000000000999")
+        ));
+        assert!(
+            other.starts_with("P0002: customer not found in organization"),
+            "{other}"
+        );
+        assert_eq!(other, missing);
+        assert_eq!(
+            sqlstate_of(&format!("SELECT checkout.check_trial_eligibility(NULL::uuid, '{alice}'::uuid, '{PRO_A}'::uuid)")),
+            "22004"
+        );
+        // The seed form's p_email has the default the README promises.
+        assert_eq!(
+            json(&format!(
+                "SELECT checkout.check_trial_eligibility('{alice}'::uuid, '{PRO_A}'::uuid)"
+            ))["reason"],
+            "already_had_trial"
         );
     }
 

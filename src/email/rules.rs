@@ -2,8 +2,11 @@
 //! Postgres. One canonical form per mailbox, so that address variants of one person are caught.
 //!
 //! Rules (version [`RULES_VERSION`]), applied in this order:
-//! 1. trim surrounding white space; reject control or white-space characters inside, and inputs
-//!    longer than [`MAX_LEN`] characters;
+//! 1. trim surrounding white space; drop every character that renders as nothing (Unicode's
+//!    Default_Ignorable_Code_Point class: zero-width spaces and joiners, soft hyphen, bidi
+//!    controls, variation selectors, tags, ...) so an invisible one cannot make a new mailbox;
+//!    reject control or white-space characters inside, and inputs longer than [`MAX_LEN`]
+//!    characters;
 //! 2. Unicode NFKC, then lowercase (ASCII input skips both: it is already NFKC);
 //! 3. exactly one `@`, non-empty local part and domain;
 //! 4. domain: one trailing dot dropped, IDNA (UTS #46) to its ASCII form (`exämple.com` ->
@@ -21,7 +24,7 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Bump when any rule changes: stored forms carry it, and `renormalize_email_variants()` recomputes
 /// rows written under another version.
-pub const RULES_VERSION: i32 = 1;
+pub const RULES_VERSION: i32 = 2; // 2 (0.6.0): default-ignorable code points dropped
 
 /// RFC 5321's limit on a forward path, in characters.
 pub const MAX_LEN: usize = 254;
@@ -178,6 +181,62 @@ pub fn normalize_ascii(b: &[u8], out: &mut [u8]) -> Option<Result<usize, EmailEr
     Some(Ok(len))
 }
 
+/// Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt, Unicode 15.1): what a
+/// renderer shows as nothing when it has no glyph for it. All are outside ASCII.
+const DEFAULT_IGNORABLE: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+];
+
+pub fn is_default_ignorable(c: char) -> bool {
+    let c = c as u32;
+    c >= 0xAD
+        && DEFAULT_IGNORABLE
+            .binary_search_by(|&(lo, hi)| {
+                if hi < c {
+                    std::cmp::Ordering::Less
+                } else if lo > c {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
+}
+
+/// NFKC, lowercase, NFKC again (lowercasing can leave a string that is not NFKC), with the
+/// default-ignorable characters dropped before and after: NFKC can produce one (U+3164 -> U+1160),
+/// and dropping one can bring a base letter and a combining mark together.
+fn fold(s: &str) -> String {
+    let mut s: String = s.chars().filter(|&c| !is_default_ignorable(c)).collect();
+    loop {
+        let lowered = s.nfkc().collect::<String>().to_lowercase();
+        let folded: String = lowered.nfkc().collect();
+        if !folded.chars().any(is_default_ignorable) {
+            return folded;
+        }
+        s = folded
+            .chars()
+            .filter(|&c| !is_default_ignorable(c))
+            .collect();
+    }
+}
+
 /// Every input: Unicode folding, IDNA.
 fn normalize_general(trimmed: &str) -> Result<String, EmailError> {
     let chars = trimmed.chars().count();
@@ -190,9 +249,7 @@ fn normalize_general(trimmed: &str) -> Result<String, EmailError> {
     let folded = if trimmed.is_ascii() {
         trimmed.to_ascii_lowercase()
     } else {
-        // NFKC again after lowercasing: lowercasing can leave a string that is not NFKC.
-        let lowered = trimmed.nfkc().collect::<String>().to_lowercase();
-        let folded: String = lowered.nfkc().collect();
+        let folded = fold(trimmed);
         // Compatibility forms can map to spaces or controls (e.g. U+2028 is caught above, but
         // U+FE6B maps to '@'); check again on what NFKC produced.
         if folded.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -442,6 +499,15 @@ mod unit_tests {
             Err(EmailError::ControlOrSpace),
         ),
         ("alice\u{7f}@example.com", Err(EmailError::ControlOrSpace)),
+        // Characters that render as nothing do not make another mailbox (rules version 2).
+        ("alice\u{200b}@gmail.com", Ok("alice@gmail.com")),
+        ("al\u{ad}ice\u{feff}@Gmail.com", Ok("alice@gmail.com")),
+        (
+            "a\u{2060}l\u{e0041}ice@example.com",
+            Ok("alice@example.com"),
+        ),
+        ("alice@exa\u{200d}mple.com", Ok("alice@example.com")),
+        ("\u{200b}\u{200c}@example.com", Err(EmailError::EmptyLocal)),
     ];
 
     #[test]
@@ -474,6 +540,33 @@ mod unit_tests {
             normalize(&format!("a@{}.com", "b".repeat(64))),
             Err(EmailError::InvalidDomain)
         );
+    }
+
+    #[test]
+    fn every_default_ignorable_range_is_dropped() {
+        assert!(DEFAULT_IGNORABLE
+            .windows(2)
+            .all(|w| w[0].1 < w[1].0 && w[0].0 <= w[0].1));
+        for &(lo, hi) in DEFAULT_IGNORABLE {
+            for cp in [lo, (lo + hi) / 2, hi] {
+                let c = char::from_u32(cp).expect("a scalar value");
+                assert!(is_default_ignorable(c), "U+{cp:04X}");
+                let email = format!("al{c}ice@gmail.com");
+                assert_eq!(
+                    normalize(&email).as_deref(),
+                    Ok("alice@gmail.com"),
+                    "U+{cp:04X}"
+                );
+            }
+            for cp in [lo - 1, hi + 1] {
+                let c = char::from_u32(cp).expect("a scalar value");
+                let inside = DEFAULT_IGNORABLE
+                    .iter()
+                    .any(|&(l, h)| (l..=h).contains(&cp));
+                assert_eq!(is_default_ignorable(c), inside, "U+{cp:04X}");
+            }
+        }
+        assert!(!is_default_ignorable('a') && !is_default_ignorable('\u{e9}'));
     }
 
     #[test]
@@ -514,6 +607,12 @@ mod unit_tests {
             "\t",
             "\u{0}",
             "\u{7f}",
+            "\u{200b}",
+            "\u{ad}",
+            "\u{3164}",
+            "\u{fe0f}",
+            "\u{e0100}",
+            "e\u{200b}\u{301}",
             "gmail.com",
             "GoogleMail.com",
             "yahoo.",

@@ -5,6 +5,15 @@ use serde_json::{Map, Value};
 /// Microseconds between 1970-01-01 and Postgres' epoch 2000-01-01 (UTC).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800 * 1_000_000;
 
+/// The largest amount checkout stores, in minor units (about 10 billion dollars per interval): a
+/// bound far above any real price that keeps every sum of amounts (metrics, refunds) in range. The
+/// tables' CHECK constraints hold the same number (sql/schema.sql, `amount_in_range`).
+pub const MAX_AMOUNT: i64 = 999_999_999_999;
+
+/// The most elements `p_features` may have: far more than a plan grants, few enough that a call
+/// stays fast (validation is linear, and each element is a row).
+pub const MAX_FEATURES: usize = 10_000;
+
 /// A validated `p_subscription`. Times are Postgres timestamptz values (microseconds since 2000).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -58,11 +67,11 @@ pub fn subscription(value: &Value) -> Result<Subscription, String> {
     }
     let status = one_of(object, "status", &["trialing", "active", "incomplete"])?;
     let amount = match present(object, "amount") {
-        Some(Value::Number(n)) => n.as_i64().filter(|a| *a >= 0),
+        Some(Value::Number(n)) => n.as_i64().filter(|a| (0..=MAX_AMOUNT).contains(a)),
         None => return Err("p_subscription.amount is required".into()),
         _ => None,
     }
-    .ok_or("p_subscription.amount must be an integer >= 0 (minor units)")?;
+    .ok_or("p_subscription.amount must be an integer from 0 to 999999999999 (minor units)")?;
     let currency = match present(object, "currency") {
         Some(Value::String(c)) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
             c.to_ascii_lowercase()
@@ -123,7 +132,14 @@ pub fn subscription(value: &Value) -> Result<Subscription, String> {
 /// Parses `p_features`: each `{"feature_id": uuid, "metadata": {...}}`; repeated ids are merged
 /// (metadata objects combined, later keys win). Sorted by id, so the order does not matter.
 pub fn features(elements: &[Option<Value>]) -> Result<Vec<Feature>, String> {
-    let mut merged: Vec<Feature> = Vec::with_capacity(elements.len());
+    if elements.len() > MAX_FEATURES {
+        return Err(format!(
+            "p_features has {} elements, at most {MAX_FEATURES}",
+            elements.len()
+        ));
+    }
+    // Keyed by id: merging is linear in the number of elements (a list search was quadratic).
+    let mut merged: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
     for (i, element) in elements.iter().enumerate() {
         let object = element
             .as_ref()
@@ -147,22 +163,27 @@ pub fn features(elements: &[Option<Value>]) -> Result<Vec<Feature>, String> {
             "metadata",
             &format!("p_features[{}].metadata", i + 1),
         )?;
-        match merged.iter_mut().find(|f| f.feature_id == feature_id) {
-            Some(existing) => {
+        match merged.entry(feature_id) {
+            std::collections::btree_map::Entry::Occupied(mut existing) => {
                 if let (Some(into), Value::Object(from)) =
-                    (existing.metadata.as_object_mut(), metadata)
+                    (existing.get_mut().as_object_mut(), metadata)
                 {
                     into.extend(from);
                 }
             }
-            None => merged.push(Feature {
-                feature_id,
-                metadata,
-            }),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(metadata);
+            }
         }
     }
-    merged.sort_by(|a, b| a.feature_id.cmp(&b.feature_id));
-    Ok(merged)
+    // Sorted by id (the map's order), so the order of the elements does not matter.
+    Ok(merged
+        .into_iter()
+        .map(|(feature_id, metadata)| Feature {
+            feature_id,
+            metadata,
+        })
+        .collect())
 }
 
 /// A field that is present and not JSON null.
@@ -378,6 +399,14 @@ mod unit_tests {
         assert!(error_with("amount", json!(-1)).contains("amount"));
         assert!(error_with("amount", json!(10.5)).contains("amount"));
         assert!(error_with("amount", json!("100")).contains("amount"));
+        assert!(error_with("amount", json!(MAX_AMOUNT + 1)).contains("amount"));
+        assert!(error_with("amount", json!(i64::MAX)).contains("amount"));
+        assert!(subscription(&{
+            let mut v = valid();
+            v["amount"] = json!(MAX_AMOUNT);
+            v
+        })
+        .is_ok());
         assert!(error_with("currency", json!("dollars")).contains("currency"));
         assert!(error_with("interval", json!("fortnight")).contains("interval"));
         assert!(error_with("interval_count", json!(0)).contains("interval_count"));
@@ -477,5 +506,19 @@ mod unit_tests {
         assert!(features(&[Some(json!({"feature_id": a, "metadata": "x"}))])
             .unwrap_err()
             .contains("metadata"));
+    }
+
+    #[test]
+    fn features_are_bounded_and_merged_by_id() {
+        let id = |i: usize| format!("0f000000-0000-0000-0000-{i:012x}");
+        let many: Vec<Option<Value>> = (0..MAX_FEATURES)
+            .rev()
+            .map(|i| Some(json!({"feature_id": id(i % 5000)})))
+            .collect();
+        let merged = features(&many).unwrap();
+        assert_eq!(merged.len(), 5000);
+        assert!(merged.windows(2).all(|w| w[0].feature_id < w[1].feature_id));
+        let too_many = vec![Some(json!({"feature_id": id(1)})); MAX_FEATURES + 1];
+        assert!(features(&too_many).unwrap_err().contains("at most 10000"));
     }
 }

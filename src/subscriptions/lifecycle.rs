@@ -11,6 +11,7 @@ use super::{
 use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
+use crate::json_arg::JsonText;
 use crate::plans::{first_row, kept, not_null, ok};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -454,7 +455,7 @@ fn change_subscription_plan_atomic(
     p_amount: Option<i64>,
     p_interval: default!(Option<&str>, "NULL"),
     p_interval_count: default!(Option<i32>, "NULL"),
-    p_features: default!(Option<Array<JsonB>>, "NULL"),
+    p_features: default!(Option<Array<JsonText>>, "NULL"),
     p_stripe_price_id: default!(Option<&str>, "NULL"),
     p_reason: default!(Option<&str>, "NULL"),
     p_changed_by: default!(Option<Uuid>, "NULL"),
@@ -470,8 +471,11 @@ fn change_subscription_plan_atomic(
             Some("See the README's change_subscription_plan_atomic."),
         )
     };
-    if amount < 0 {
-        invalid(format!("p_amount must be >= 0, got {amount}"));
+    if !(0..=input::MAX_AMOUNT).contains(&amount) {
+        invalid(format!(
+            "p_amount must be from 0 to {}, got {amount}",
+            input::MAX_AMOUNT
+        ));
     }
     if let Some(interval) = p_interval {
         if !matches!(interval, "day" | "week" | "month" | "year") {
@@ -483,9 +487,7 @@ fn change_subscription_plan_atomic(
     if let Some(count) = p_interval_count.filter(|c| *c < 1) {
         invalid(format!("p_interval_count must be >= 1, got {count}"));
     }
-    let elements: Vec<Option<Value>> = p_features
-        .map(|a| a.iter().map(|e| e.map(|j| j.0)).collect())
-        .unwrap_or_default();
+    let elements = super::feature_elements(p_features).unwrap_or_else(|e| invalid(e));
     let features = input::features(&elements).unwrap_or_else(|e| invalid(e));
     let request = json!({
         "product_id": product.to_string(), "amount": amount, "interval": p_interval,

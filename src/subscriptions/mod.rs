@@ -8,6 +8,7 @@
 use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
+use crate::json_arg::JsonText;
 use crate::lookups::Snapshot;
 use crate::plans::{first_row, kept, ok};
 use crate::trials;
@@ -119,6 +120,29 @@ fn parse_uuid(s: &str) -> Uuid {
     }
 }
 
+/// The elements of `p_features`, each read as JSON (ERROR naming the element it cannot read). The
+/// count is checked before any is read, and a long array can be canceled.
+pub fn feature_elements(p_features: Option<Array<JsonText>>) -> Result<Vec<Option<Value>>, String> {
+    let Some(array) = p_features else {
+        return Ok(Vec::new());
+    };
+    if array.len() > input::MAX_FEATURES {
+        return Err(format!(
+            "p_features has {} elements, at most {}",
+            array.len(),
+            input::MAX_FEATURES
+        ));
+    }
+    Ok(array
+        .iter()
+        .enumerate()
+        .map(|(i, element)| {
+            pg_sys::check_for_interrupts!();
+            element.map(|e| e.parse(&format!("p_features[{}]", i + 1)))
+        })
+        .collect())
+}
+
 /// Raises P0002 unless a tenant check found the product and every feature in the organization.
 fn require_product_and_features(
     organization: Uuid,
@@ -138,12 +162,22 @@ fn require_product_and_features(
         );
     }
     if features_found != features.len() as i64 {
-        let ids: Vec<&str> = features.iter().map(|f| f.feature_id.as_str()).collect();
+        // The first ids only: a DETAIL is written to the server log, and p_features may be long.
+        const SHOWN: usize = 10;
+        let ids: Vec<&str> = features
+            .iter()
+            .take(SHOWN)
+            .map(|f| f.feature_id.as_str())
+            .collect();
+        let more = match features.len().saturating_sub(SHOWN) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         raise(
             Kind::NotFound,
             "feature not found in organization",
             Some(format!(
-                "one of feature_ids: [{}], organization_id: {organization}",
+                "one of feature_ids: [{}]{more}, organization_id: {organization}",
                 ids.join(", ")
             )),
             None,
@@ -163,21 +197,19 @@ fn timestamptz(micros: i64) -> TimestampWithTimeZone {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn create_subscription_atomic(
-    p_subscription: Option<JsonB>,
-    p_features: Option<Array<JsonB>>,
+    p_subscription: Option<JsonText>,
+    p_features: Option<Array<JsonText>>,
     p_customer_id: Option<Uuid>,
     p_product_id: Option<Uuid>,
     p_organization_id: Option<Uuid>,
     p_idempotency_key: default!(Option<&str>, "NULL"),
 ) -> JsonB {
-    let raw = required(p_subscription, "p_subscription").0;
+    let raw = required(p_subscription, "p_subscription").parse("p_subscription");
     let customer = required(p_customer_id, "p_customer_id");
     let product = required(p_product_id, "p_product_id");
     let organization = required(p_organization_id, "p_organization_id");
     let sub = input::subscription(&raw).unwrap_or_else(|e| invalid(e));
-    let elements: Vec<Option<Value>> = p_features
-        .map(|a| a.iter().map(|e| e.map(|j| j.0)).collect())
-        .unwrap_or_default();
+    let elements = feature_elements(p_features).unwrap_or_else(|e| invalid(e));
     let features = input::features(&elements).unwrap_or_else(|e| invalid(e));
 
     Spi::connect_mut(|client| {
@@ -235,7 +267,13 @@ fn create_subscription_atomic(
         let (status, trial_eligible, trial_reason, trial_start, trial_end) = match sub.trial_end {
             None => (sub.status.clone(), None, None, None, None),
             Some(end) => {
-                let mut verdict = trials::eligibility(customer, product, None, Snapshot::Latest);
+                let mut verdict = trials::eligibility(
+                    Some(organization),
+                    customer,
+                    product,
+                    None,
+                    Snapshot::Latest,
+                );
                 if verdict.eligible {
                     let plan = kept(
                         client,
