@@ -40,3 +40,18 @@ readme_app_grants() { # ROLE: the grants README.md's "Using it" gives an applica
   local readme; readme="$(dirname "${BASH_SOURCE[0]}")/../../README.md"
   sed -n '/^GRANT USAGE ON SCHEMA checkout TO app;$/,/^TO app;$/p' "$readme" | sed -E "s/(^| )TO app;\$/\1TO $1;/"
 }
+# Cases run in subshells after a shared setup, so that one failing case does not hide the others.
+failed_cases=()
+report_case() { # LABEL STATUS ERRFILE: the line of a case that just ran (its stderr in ERRFILE):
+  # "LABEL: ok", or "LABEL: FAILED: <message>" with what it wrote before failing on stderr
+  local label=$1 rc=$2 err=$3 msg
+  if [ "$rc" -eq 0 ]; then cat "$err" >&2; echo "$label: ok"; return; fi
+  failed_cases+=("$label")
+  sed '/^FAILED: /,$d' "$err" | sed 's/^/    /' >&2
+  msg=$(sed -n '/^FAILED: /,$p' "$err" | sed '1s/^FAILED: //' | awk 'NF { printf "%s%s", s, $0; s = " | " }')
+  [ -n "$msg" ] || msg="exit status $rc: $(awk 'NF { printf "%s%s", s, $0; s = " | " }' "$err" | tail -c 2000)"
+  echo "$label: FAILED: $msg"
+}
+cases_passed() { # exit status 1 when a reported case failed
+  [ ${#failed_cases[@]} -eq 0 ] || { echo "failed: ${failed_cases[*]}"; return 1; }
+}

@@ -8,6 +8,8 @@
 #     is the same mailbox (trial refused: email_variation_detected); email_rules_version() is 2 (0.5.0's
 #     rules were version 1, src/email/rules.rs RULES_VERSION); renormalize_email_variants() fixes a
 #     row stored under the old rules and returns how many rows it changed.
+# After the shared setup each case runs in its own subshell, and a failing case does not stop the
+# other: one line per case, "case N: ok" or "case N: FAILED: <message>"; non-zero exit if any failed.
 source "$(dirname "$0")/lib.sh"
 db=e2e_bounds
 app=e2e_bounds_app
@@ -37,7 +39,17 @@ insert_sub() { # CUSTOMER PRODUCT AMOUNT INTERVAL: a direct INSERT of an active 
         FROM checkout.customers c WHERE c.id = $1::uuid"
 }
 
+# The cases. Each runs in a subshell of its own, errexit on inside and off out here, so a failing case
+# is reported and the next one still runs (on the data the cases before it left). One line per case,
+# "case N: ok" or "case N: FAILED: <message>"; exit status 1 if any failed.
+errs=$(mktemp -d /tmp/checkout-bounds.XXXXXX)
+trap 'rm -rf "$errs"' EXIT
+set +e
+report() { report_case "case $1" "$2" "$errs/case_$1.err"; } # N STATUS
+
 # --- 11: the amount bound -------------------------------------------------------------------------
+(
+set -e
 for amount in 9223372036854775807 1000000000000; do
   assert_eq 22023 "$(state as_app "SELECT checkout.create_subscription_atomic($(sub $amount day), NULL, $bob, $team, $org)")" \
     "create_subscription_atomic with amount $amount, interval day"
@@ -95,8 +107,11 @@ as_dba -c "UPDATE checkout.products SET metrics_last_calculated_at = NULL"
 job=$(as_dba -c "SELECT checkout.run_maintenance()->'refresh_product_metrics'")
 case "$job" in *error*|"") fail "run_maintenance's refresh_product_metrics with a legacy amount: [$job]" ;; esac
 assert_eq "Team true 1 0 29999999999970; Pro true 1 0 500" "$(as_dba -c "$others")" "the other products' metrics after run_maintenance"
+) 2>"$errs/case_11.err"; report 11 $?
 
 # --- 12: invisible characters ---------------------------------------------------------------------
+(
+set -e
 assert_eq "alice@gmail.com" "$(as_app -c "SELECT checkout.normalize_email(E'alice\\u200b@gmail.com')")" "normalize_email of alice<U+200B>@gmail.com"
 # Every code point of every Default_Ignorable_Code_Point range, at the start, in the middle and at
 # the end of the local part, changes nothing.
@@ -171,3 +186,5 @@ assert_eq "alice@gmail.com gmail.com 2" "$(as_dba -c "SELECT email_normalized ||
   FROM checkout.customer_email_variants WHERE customer_id = '$variant'")" "the variant row after renormalize_email_variants()"
 assert_eq 0 "$(as_dba -c "SELECT checkout.renormalize_email_variants()")" "renormalize_email_variants() run again"
 assert_eq "false email_variation_detected $alice" "$(as_app -c "$eligibility")" "check_trial_eligibility of al<U+200B>ice@gmail.com after renormalizing"
+) 2>"$errs/case_12.err"; report 12 $?
+cases_passed

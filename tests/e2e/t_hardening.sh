@@ -17,6 +17,8 @@
 #     READ COMMITTED, released together by an advisory-lock barrier: never more than 1000 refunded;
 #  8. direct writes by the DBA: refunds bounded by the payment (23514), check_invariants() reports an
 #     over-refunded payment, a subscription inserted as canceled/expired gets its end times.
+# After the shared setup each case runs in its own subshell, and a failing case does not stop the
+# others: one line per case, "case N: ok" or "case N: FAILED: <message>"; non-zero exit if any failed.
 source "$(dirname "$0")/lib.sh"
 DB=e2e_hardening
 A=a0000000-0000-0000-0000-000000000001
@@ -103,7 +105,15 @@ assert_eq "trialing 1" "$(q "SELECT status || ' ' || (SELECT count(*) FROM check
   FROM checkout.subscriptions s WHERE id = '$SUB_T'")" "setup: carol's trial"
 assert_eq "" "$(violations "$DB")" "check_invariants() after setup"
 
+# The cases. Each runs in a subshell of its own, errexit on inside and off out here, so a failing case
+# is reported and the next one still runs (on the data the cases before it left). One line per case,
+# "case N: ok" or "case N: FAILED: <message>", then the checks at the end; exit status 1 if any failed.
+set +e
+report() { report_case "$1" "$2" "$out/${1// /_}.err"; } # LABEL STATUS
+
 # 1. Trigger functions cannot be borrowed. What org B has, before and after every attempt.
+(
+set -e
 b_state() {
   q "SELECT format('audit %s, grants in force %s, trials %s, variants %s, count %s, active %s',
     (SELECT count(*) FROM checkout.subscription_changes WHERE subscription_id = '$SUB_B'),
@@ -173,10 +183,13 @@ fires "BEFORE INSERT OR UPDATE ON public.fake_refunds FOR EACH ROW EXECUTE FUNCT
 assert_eq "$b_before" "$(b_state)" "org B after the borrowed triggers (audit rows, grant, trial, variants, counters)"
 [ "$everything_before" = "$(fingerprint "$DB")" ] || fail "a borrowed trigger function wrote to a checkout table"
 assert_eq "" "$(violations "$DB")" "check_invariants() after case 1"
+) 2>"$out/case_1.err"; report "case 1" $?
 
 # 2. COPY into the app's own temporary table named subscriptions, whose DEFAULT cancels org A's
 # subscription: the cancellation is audited like any other (the restore exemption is for
 # checkout.subscriptions itself).
+(
+set -e
 assert_eq 00000 "$(state_of app "CREATE TEMP TABLE subscriptions (n int, r jsonb DEFAULT
   checkout.cancel_subscription_atomic('$SUB_A'::uuid, '$A'::uuid, false, 'x', NULL, NULL));
 COPY subscriptions (n) FROM stdin;
@@ -189,8 +202,11 @@ assert_eq "canceled 1 0 false" "$(q "SELECT s.status
   || ' ' || (SELECT has_active_subscription FROM checkout.customers WHERE id = s.customer_id)
   FROM checkout.subscriptions s WHERE s.id = '$SUB_A'")" "canceled through COPY: status, 'cancelled' audit rows, grants in force, customer active"
 assert_eq "" "$(violations "$DB")" "check_invariants() after the COPY"
+) 2>"$out/case_2.err"; report "case 2" $?
 
 # 3. Provider ids are unique per organization. Refunds (record_refund is not the app's: the DBA).
+(
+set -e
 RA=$(q "SELECT checkout.record_refund('$A'::uuid, 'pi_A1', 're_shared', 100, 'usd')->>'refund_id'")
 answer=$(q "SELECT checkout.record_refund('$B'::uuid, 'pi_B1', 're_shared', 200, 'usd')")
 RB=$(q "SELECT '$answer'::jsonb->>'refund_id'")
@@ -225,8 +241,11 @@ INSERT INTO checkout.checkout_sessions (organization_id, stripe_session_id) VALU
 assert_eq 23505 "$(state_of postgres "INSERT INTO checkout.checkout_sessions (organization_id, stripe_session_id) VALUES ('$A', 'cs_shared')")" \
   "a second cs_shared in org A"
 assert_eq 2 "$(q "SELECT count(*) FROM checkout.checkout_sessions WHERE stripe_session_id = 'cs_shared'")" "sessions cs_shared"
+) 2>"$out/case_3.err"; report "case 3" $?
 
 # 4. Reconciliation items, as the reconciler: one (type, reference) in two organizations is two items.
+(
+set -e
 enqueue() { run_as reconciler <<<"SELECT checkout.enqueue_reconciliation('payment_mismatch', '$1', '$2'::jsonb, $3, $4);"; }
 I1=$(enqueue ref-1 '{"a": 1}' 5 "'$A'::uuid")
 I2=$(enqueue ref-1 '{"b": 2}' 1 "'$B'::uuid")
@@ -238,8 +257,11 @@ assert_eq "$I1" "$(enqueue ref-1 '{"c": 3}' 7 "'$A'::uuid")" "org A enqueueing i
 I3=$(enqueue ref-2 '{"x": 1}' 5 NULL)
 assert_eq "$I3" "$(enqueue ref-2 '{"y": 2}' 3 NULL)" "items without organization dedupe among themselves"
 assert_eq 1 "$(q "SELECT count(*) FROM checkout.reconciliation_queue WHERE reference_id = 'ref-2'")" "items ref-2"
+) 2>"$out/case_4.err"; report "case 4" $?
 
 # 5. check_trial_eligibility scoped by organization (the app's form), against the seed form (the DBA's).
+(
+set -e
 new_form() { run_as app <<<"SELECT checkout.check_trial_eligibility('$1'::uuid, '$2'::uuid, '$3'::uuid${4:+, '$4'});"; }
 seed_form() { # CUSTOMER PRODUCT [EMAIL]
   local email=NULL
@@ -272,8 +294,11 @@ assert_eq P0002 "$(state_of app "$call('$A'::uuid, '$CA2'::uuid, '$PB'::uuid);")
 assert_eq 42501 "$(state_of app "$call('$CA2'::uuid, '$PA'::uuid, NULL::text);")" "the seed form, not granted to the app"
 # The seed form's p_email defaults to NULL: two arguments (42883 on 0.5.0).
 assert_eq "$(seed_form "$CA2" "$PA")" "$(q "$call('$CA2'::uuid, '$PA'::uuid);")" "the seed form with two arguments"
+) 2>"$out/case_5.err"; report "case 5" $?
 
 # 6. Lifetimes are not the caller's choice.
+(
+set -e
 key_call() { # AMOUNT: dave's subscription to Team under key-6
   echo "SELECT checkout.create_subscription_atomic('$(sub_json active | sed "s/\"amount\": 1000/\"amount\": $1/")'::jsonb,
     NULL, '$CA3'::uuid, '$PA2'::uuid, '$A'::uuid, 'key-6');"
@@ -297,10 +322,13 @@ again=$(run_as app <<<"$(key_call 1000)")
 assert_eq "true $S6" "$(q "SELECT r->>'replayed' || ' ' || (r->>'subscription_id') FROM (SELECT '$again'::jsonb r) x")" \
   "the original request replays"
 assert_eq 1 "$(q "SELECT count(*) FROM checkout.subscriptions WHERE customer_id = '$CA3' AND product_id = '$PA2'")" "dave's Team subscriptions"
+) 2>"$out/case_6.err"; report "case 6" $?
 
 # 7. The refund bound under concurrency: 8 sessions per isolation level, each with its snapshot
 # taken (SELECT 1) before it waits on a shared advisory lock that a controller session holds; the
 # controller lets them all go at once. Run by the DBA (record_refund is not granted to the app).
+(
+set -e
 advisory_42() { # CONDITION: advisory locks on key 42 in this database matching CONDITION
   q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = 42 AND objsubid = 1
        AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND $1"
@@ -365,8 +393,11 @@ check_race "SERIALIZABLE" pi_A3s ser
 check_race "READ COMMITTED" pi_A3c rc
 assert_eq "3 5" "$RACE_OK $RACE_BOUND" "READ COMMITTED: successes and 23514"
 assert_eq "" "$(over_refunded "$DB")" "over-refunded payments after the races"
+) 2>"$out/case_7.err"; report "case 7" $?
 
 # 8. Direct writes by the DBA.
+(
+set -e
 refund() { echo "INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, amount, currency, status)
   VALUES ('$A', 'pi_A8', '$1', $2, 'usd', '$3');"; }
 assert_eq 23514 "$(state_of postgres "$(refund re_8x 2000 succeeded)")" "a refund of 2000 on a payment of 1000"
@@ -393,6 +424,12 @@ assert_eq "canceled true true" "$(q "SELECT status || ' ' || (canceled_at IS NOT
   FROM checkout.subscriptions WHERE id = '$SC'")" "a subscription inserted as canceled: canceled_at, ended_at"
 assert_eq "expired true" "$(q "SELECT status || ' ' || (ended_at IS NOT NULL) FROM checkout.subscriptions WHERE id = '$SE'")" \
   "a subscription inserted as expired: ended_at"
+) 2>"$out/case_8.err"; report "case 8" $?
 
+# At the end, whatever ran: the data is consistent and no payment is refunded beyond its amount.
+(
+set -e
 assert_eq "" "$(violations "$DB")" "check_invariants() at the end"
 assert_eq "" "$(over_refunded "$DB")" "over-refunded payments at the end"
+) 2>"$out/end.err"; report end $?
+cases_passed
