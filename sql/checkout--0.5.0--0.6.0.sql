@@ -2,22 +2,33 @@
 -- could do to break checkout's promises, closed:
 --  * the SECURITY DEFINER trigger functions run only as checkout's own triggers (39P01 on any other
 --    table) and only their owner may attach them (EXECUTE revoked from PUBLIC);
+--  * pg_restore is recognized by its schema-qualified COPY run by a superuser (checkout.restoring):
+--    the audit, stamping and refund triggers stand aside only then;
 --  * provider ids (stripe_subscription_id, stripe_session_id, stripe_refund_id) are unique per
 --    organization; reconciliation items are per organization;
 --  * check_trial_eligibility(p_organization_id, p_customer_id, p_product_id, p_email): the
---    organization-scoped form, for applications; the seed's form gets p_email DEFAULT NULL;
---  * the refund bound holds at every isolation level and for direct writes (a trigger on refunds);
---    a canceled or expired subscription inserted directly gets its canceled_at/ended_at;
+--    organization-scoped form, for applications; the seed's form gets p_email DEFAULT NULL (its
+--    existing grants are kept: revoke it from application roles);
+--  * the refund bound holds at every isolation level and for direct writes (a trigger on refunds,
+--    which also checks the currency; another on payments, whose amount and currency must cover
+--    their refunds);
+--  * an ended subscription says when: CHECKs check_ended_stamped and check_canceled_stamped, and a
+--    canceled or expired subscription inserted directly gets its canceled_at/ended_at;
 --  * amounts are at most 999,999,999,999 minor units (CHECK check_amount_in_range on subscriptions,
 --    payment_intents, refunds and checkout_sessions); product metrics are computed in numeric;
+--  * setting_seconds()/setting_integer() are native, so a lifetime a non-superuser SET before the
+--    library loaded is discarded;
 --  * check_invariants() reports a payment refunded beyond its amount.
 -- Also in the library (no SQL change): lifetimes are superuser settings, jsonb arguments are read
--- without XX000, p_features is bounded and linear, normalize_email drops default-ignorable code
--- points (rules version 2: run SELECT checkout.renormalize_email_variants() after the update).
--- Rows are not changed. The update stops, changing nothing, if a table holds an amount above the
--- bound or a provider id twice in one organization (impossible before: they were global).
--- Locks: the new unique constraints and checks scan subscriptions, checkout_sessions,
--- payment_intents and refunds under an ACCESS EXCLUSIVE lock.
+-- without XX000, p_features is bounded and linear, normalize_email drops characters that render as
+-- nothing (rules version 2: run SELECT checkout.renormalize_email_variants() after the update, and
+-- REINDEX your own indexes on normalize_email()).
+-- Rows: a canceled or expired subscription without canceled_at/ended_at (0.5.0 let direct INSERTs
+-- leave them NULL) gets its updated_at there, without audit (a repair, not a change); nothing else.
+-- Payments already refunded beyond their amount are listed in a WARNING and by check_invariants().
+-- The update stops, changing nothing, if a table holds an amount above the bound.
+-- Locks: the new constraints scan subscriptions, checkout_sessions, payment_intents and refunds
+-- under an ACCESS EXCLUSIVE lock.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.6.0'" to load this file. \quit
 
 DO $$
@@ -34,11 +45,31 @@ BEGIN
               HINT = 'Correct or delete those rows, then update again.';
     END IF;
   END LOOP;
+  SELECT string_agg(format('%s/%s', p.organization_id, p.stripe_payment_intent_id), ', ') INTO v_ids
+  FROM checkout.payment_intents p
+  WHERE p.amount < (SELECT coalesce(sum(r.amount), 0) FROM checkout.refunds r
+                    WHERE r.organization_id = p.organization_id AND r.payment_intent_id = p.stripe_payment_intent_id
+                      AND r.status IN ('pending', 'succeeded'));
+  IF v_ids IS NOT NULL THEN
+    RAISE WARNING 'payments refunded beyond their amount (made under 0.5.0): %', v_ids
+      USING HINT = 'check_invariants() lists them; cancel or fail the refunds that were never paid out.';
+  END IF;
 END $$;
+
+-- The stamps of ended subscriptions 0.5.0 let direct INSERTs leave NULL, repaired without firing the
+-- triggers (this is not a change of the subscription, so no audit row).
+SET LOCAL session_replication_role = replica;
+UPDATE checkout.subscriptions
+SET ended_at = coalesce(ended_at, updated_at),
+    canceled_at = CASE WHEN status = 'canceled' THEN coalesce(canceled_at, updated_at) ELSE canceled_at END
+WHERE (status IN ('canceled', 'expired') AND ended_at IS NULL) OR (status = 'canceled' AND canceled_at IS NULL);
+SET LOCAL session_replication_role = origin;
 
 ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_stripe_subscription_id_key,
   ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (organization_id, stripe_subscription_id),
-  ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
+  ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
+  ADD CONSTRAINT check_ended_stamped CHECK (status NOT IN ('canceled', 'expired') OR ended_at IS NOT NULL),
+  ADD CONSTRAINT check_canceled_stamped CHECK (status <> 'canceled' OR canceled_at IS NOT NULL);
 ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_stripe_session_id_key,
   ADD CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (organization_id, stripe_session_id),
   ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
@@ -50,6 +81,29 @@ ALTER TABLE checkout.payment_intents ADD CONSTRAINT check_amount_in_range CHECK 
 DROP INDEX checkout.reconciliation_queue_open_item;
 CREATE UNIQUE INDEX reconciliation_queue_open_item ON checkout.reconciliation_queue (organization_id, type, reference_id)
   NULLS NOT DISTINCT WHERE status IN ('pending', 'processing', 'failed');
+
+-- Native functions: what a pg_restore COPY is; the jobs' settings, read after the library is loaded.
+CREATE FUNCTION checkout."restoring"(
+	"p_table" TEXT /* &str */
+) RETURNS bool /* bool */
+VOLATILE STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'restoring_wrapper';
+CREATE OR REPLACE FUNCTION checkout."setting_seconds"(
+	"name" TEXT, /* &str */
+	"fallback" INT /* i32 */
+) RETURNS INT /* i32 */
+STABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'setting_seconds_wrapper';
+CREATE OR REPLACE FUNCTION checkout."setting_integer"(
+	"name" TEXT, /* &str */
+	"fallback" INT /* i32 */
+) RETURNS INT /* i32 */
+STABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'setting_integer_wrapper';
+
 
 -- The trigger functions: run only on their own table.
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
@@ -276,6 +330,7 @@ CREATE OR REPLACE FUNCTION checkout.guard_refund_status() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_payment_amount bigint;
+  v_payment_currency text;
   v_refunded bigint;
 BEGIN
   IF TG_RELID <> 'checkout.refunds'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
@@ -296,16 +351,22 @@ BEGIN
   -- pending to succeeded cannot).
   IF NEW.status IN ('pending', 'succeeded')
      AND (TG_OP = 'INSERT' OR OLD.status NOT IN ('pending', 'succeeded') OR NEW.amount > OLD.amount
+          OR NEW.currency <> OLD.currency
           OR NEW.organization_id <> OLD.organization_id OR NEW.payment_intent_id <> OLD.payment_intent_id) THEN
     -- updated_at = updated_at: a real row version (what conflicts with an older snapshot) that
     -- changes no value (a restore reproduces the rows exactly).
     UPDATE checkout.payment_intents p SET updated_at = p.updated_at
     WHERE p.organization_id = NEW.organization_id AND p.stripe_payment_intent_id = NEW.payment_intent_id
-    RETURNING p.amount INTO v_payment_amount;
+    RETURNING p.amount, p.currency INTO v_payment_amount, v_payment_currency;
     IF FOUND THEN -- a missing payment is the foreign key's to report (23503)
+      IF NEW.currency <> v_payment_currency THEN
+        RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'check_violation',
+          DETAIL = format('refund: %s, payment %s: %s', NEW.currency, NEW.payment_intent_id, v_payment_currency);
+      END IF;
       SELECT coalesce(sum(r.amount), 0) INTO v_refunded FROM checkout.refunds r
       WHERE r.organization_id = NEW.organization_id AND r.payment_intent_id = NEW.payment_intent_id
-        AND r.status IN ('pending', 'succeeded') AND r.id <> NEW.id;
+        AND r.status IN ('pending', 'succeeded')
+        AND r.id <> (CASE WHEN TG_OP = 'UPDATE' THEN OLD.id ELSE NEW.id END);
       IF v_refunded + NEW.amount > v_payment_amount THEN
         RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
           DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
@@ -317,14 +378,42 @@ BEGIN
   RETURN NEW;
 END $$;
 
+CREATE OR REPLACE FUNCTION checkout.guard_payment_refunded() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_refunded bigint;
+  v_currencies text;
+BEGIN
+  IF TG_RELID <> 'checkout.payment_intents'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
+    RAISE EXCEPTION 'checkout.guard_payment_refunded() runs only as a trigger of checkout.payment_intents'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
+  SELECT coalesce(sum(r.amount), 0), string_agg(DISTINCT r.currency, ', ') INTO v_refunded, v_currencies
+  FROM checkout.refunds r
+  WHERE r.organization_id = OLD.organization_id AND r.payment_intent_id = OLD.stripe_payment_intent_id
+    AND r.status IN ('pending', 'succeeded');
+  IF v_refunded > NEW.amount OR (v_refunded > 0 AND NEW.currency <> OLD.currency) THEN
+    RAISE EXCEPTION 'a payment''s amount and currency must cover its refunds' USING ERRCODE = 'check_violation',
+      DETAIL = format('payment %s: amount %s %s, refunded or pending: %s %s', OLD.stripe_payment_intent_id,
+                      NEW.amount, NEW.currency, v_refunded, v_currencies),
+      HINT = 'Cancel or fail refunds first.';
+  END IF;
+  RETURN NEW;
+END $$;
+
 CREATE TRIGGER subscriptions_stamp_ended BEFORE INSERT ON checkout.subscriptions
-  FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired')) EXECUTE FUNCTION checkout.guard_subscription_update();
+  FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired') AND NOT checkout.restoring('subscriptions'))
+  EXECUTE FUNCTION checkout.guard_subscription_update();
 DROP TRIGGER refunds_guard_status ON checkout.refunds;
 CREATE TRIGGER refunds_guard_status BEFORE INSERT OR UPDATE ON checkout.refunds
-  FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
+  FOR EACH ROW WHEN (NOT checkout.restoring('refunds')) EXECUTE FUNCTION checkout.guard_refund_status();
+CREATE TRIGGER payments_guard_refunded BEFORE UPDATE OF amount, currency ON checkout.payment_intents
+  FOR EACH ROW WHEN (NEW.amount < OLD.amount OR NEW.currency <> OLD.currency)
+  EXECUTE FUNCTION checkout.guard_payment_refunded();
 REVOKE ALL ON FUNCTION checkout.guard_subscription_update(), checkout.audit_subscription_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION checkout.track_customer_email(), checkout.merge_duplicate_email_variant() FROM PUBLIC;
 REVOKE ALL ON FUNCTION checkout.guard_refund_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION checkout.guard_payment_refunded() FROM PUBLIC;
 
 -- Refund ids per organization; the amount bound; reconciliation items per organization; metrics in numeric.
 CREATE OR REPLACE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
@@ -560,7 +649,7 @@ REVOKE ALL ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text) 
 COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) IS 'The seed''s form: whether a customer may start a trial of a product: {eligible, reason, customer_id | normalized_email, matched_customer_id}.';
 COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text) IS 'Whether a customer of the organization may start a trial of a product; another organization''s customer is P0002, like a missing one.';
 
--- verify() lists the new constraints, triggers and function, and checks the trigger functions' ACL.
+-- verify() lists the new constraints, triggers and functions, and checks the trigger functions' ACL.
 CREATE OR REPLACE FUNCTION checkout.verify()
 RETURNS TABLE ("check" text, ok boolean, detail text)
 LANGUAGE sql STABLE
@@ -665,6 +754,11 @@ AS $verify$
     ('constraint', 'refunds_stripe_refund_id_key', 'refunds'),
     ('trigger', 'refunds_guard_status', 'refunds'),
     ('constraint', 'check_amount_in_range', 'subscriptions'),
+    ('constraint', 'check_ended_stamped', 'subscriptions'),
+    ('constraint', 'check_canceled_stamped', 'subscriptions'),
+    ('trigger', 'payments_guard_refunded', 'payment_intents'),
+    ('function', 'checkout.guard_payment_refunded()', NULL),
+    ('function', 'checkout.restoring(text)', NULL),
     ('constraint', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
     ('constraint', 'check_amount_in_range', 'payment_intents'),
     ('constraint', 'check_amount_in_range', 'checkout_sessions'),

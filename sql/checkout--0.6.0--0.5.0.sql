@@ -1,11 +1,12 @@
 -- checkout 0.6.0 -> 0.5.0: the hardening of 0.6.0 undone in SQL (the library stays 0.6.0's, so its
 -- functions keep their native fixes: superuser lifetimes, jsonb arguments read without XX000,
--- bounded p_features, email rules version 2).
+-- bounded p_features, email rules version 2). 0.5.0's trigger functions are executable by PUBLIC
+-- again (issue 15's case 1 reopens): stay on 0.6.0 where application roles are not trusted.
 -- Rows are not changed. The downgrade stops, changing nothing, where 0.5.0 cannot hold the data: a
--- provider id used by two organizations, or two organizations' open reconciliation items of one
--- type and reference (0.5.0's keys are global).
--- The seed-form check_trial_eligibility(uuid, uuid, text) loses its DEFAULT (PostgreSQL cannot
--- drop a default in place): it is dropped and created again, with its grants restored.
+-- provider id used by two organizations, or open reconciliation items of one type and reference in
+-- two organizations (or in one and without one): 0.5.0's keys are global.
+-- The seed-form check_trial_eligibility(uuid, uuid, text) loses its DEFAULT in place (pg_proc, as
+-- contrib's own update scripts do where ALTER FUNCTION cannot), so its grants and OID stay.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.5.0'" to load this file. \quit
 
 DO $$
@@ -14,16 +15,18 @@ DECLARE
   v_found text;
 BEGIN
   FOR v_check IN SELECT * FROM (VALUES
-      ('subscriptions', 'stripe_subscription_id', 'status IS NOT NULL'),
-      ('checkout_sessions', 'stripe_session_id', 'status IS NOT NULL'),
-      ('refunds', 'stripe_refund_id', 'status IS NOT NULL'),
-      ('reconciliation_queue', 'type || '' '' || reference_id', 'status IN (''pending'', ''processing'', ''failed'')')) AS c(tab, col, open)
+      ('subscriptions', 'stripe_subscription_id', 'true'),
+      ('checkout_sessions', 'stripe_session_id', 'true'),
+      ('refunds', 'stripe_refund_id', 'true'),
+      ('reconciliation_queue', 'type, reference_id', 'status IN (''pending'', ''processing'', ''failed'')')) AS c(tab, cols, open)
   LOOP
-    EXECUTE format('SELECT string_agg(v, '', '') FROM (SELECT %s AS v FROM checkout.%I WHERE %s AND %s IS NOT NULL
-                    GROUP BY 1 HAVING count(DISTINCT organization_id) > 1 LIMIT 10) d', v_check.col, v_check.tab, v_check.open, v_check.col)
+    EXECUTE format('SELECT string_agg(k, '', '') FROM (SELECT format(''%%s'', row(%s)) AS k FROM checkout.%I
+                    WHERE %s AND row(%s) IS NOT NULL GROUP BY %s
+                    HAVING count(DISTINCT coalesce(organization_id::text, '''')) > 1 LIMIT 10) d',
+                   v_check.cols, v_check.tab, v_check.open, v_check.cols, v_check.cols)
       INTO v_found;
     IF v_found IS NOT NULL THEN
-      RAISE EXCEPTION 'checkout 0.5.0 cannot hold checkout.%: % is shared by several organizations', v_check.tab, v_check.col
+      RAISE EXCEPTION 'checkout 0.5.0 cannot hold checkout.%: (%) is shared by several organizations', v_check.tab, v_check.cols
         USING ERRCODE = 'unique_violation', DETAIL = format('values (first 10): %s', v_found),
               HINT = 'Stay on 0.6.0, or change those rows so each value belongs to one organization.';
     END IF;
@@ -31,38 +34,16 @@ BEGIN
 END $$;
 
 DROP FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text);
--- The seed form without its default, keeping who may execute it.
-DO $$
-DECLARE
-  v_grantees text[];
-  v_grantee text;
-BEGIN
-  SELECT array_agg(a.grantee::regrole::text) INTO v_grantees
-  FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
-  WHERE p.oid = 'checkout.check_trial_eligibility(uuid, uuid, text)'::regprocedure AND a.grantee <> 0
-    AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE';
-  DROP FUNCTION checkout.check_trial_eligibility(uuid, uuid, text);
-  CREATE FUNCTION checkout."check_trial_eligibility"(
-    "p_customer_id" uuid,
-    "p_product_id" uuid,
-    "p_email" TEXT
-  ) RETURNS jsonb
-  STABLE
-  LANGUAGE c
-  AS 'MODULE_PATHNAME', 'check_trial_eligibility_wrapper';
-  REVOKE ALL ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) FROM PUBLIC;
-  COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) IS 'Whether a customer may start a trial of a product: {eligible, reason, customer_id | normalized_email, matched_customer_id}.';
-  FOREACH v_grantee IN ARRAY coalesce(v_grantees, '{}') LOOP
-    EXECUTE format('GRANT EXECUTE ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) TO %s', v_grantee);
-  END LOOP;
-END $$;
+UPDATE pg_catalog.pg_proc SET pronargdefaults = 0, proargdefaults = NULL
+WHERE oid = 'checkout.check_trial_eligibility(uuid, uuid, text)'::pg_catalog.regprocedure;
+COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) IS 'Whether a customer may start a trial of a product: {eligible, reason, customer_id | normalized_email, matched_customer_id}.';
 
 DROP INDEX checkout.reconciliation_queue_open_item;
 CREATE UNIQUE INDEX reconciliation_queue_open_item ON checkout.reconciliation_queue (type, reference_id)
   WHERE status IN ('pending', 'processing', 'failed');
 ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_stripe_subscription_id_key,
   ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id),
-  DROP CONSTRAINT check_amount_in_range;
+  DROP CONSTRAINT check_amount_in_range, DROP CONSTRAINT check_ended_stamped, DROP CONSTRAINT check_canceled_stamped;
 ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_stripe_session_id_key,
   ADD CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (stripe_session_id),
   DROP CONSTRAINT check_amount_in_range;
@@ -72,11 +53,26 @@ ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_stripe_refund_id_key,
 ALTER TABLE checkout.payment_intents DROP CONSTRAINT check_amount_in_range;
 
 DROP TRIGGER subscriptions_stamp_ended ON checkout.subscriptions;
+DROP TRIGGER payments_guard_refunded ON checkout.payment_intents;
+DROP FUNCTION checkout.guard_payment_refunded();
 DROP TRIGGER refunds_guard_status ON checkout.refunds;
 CREATE TRIGGER refunds_guard_status BEFORE UPDATE OF status ON checkout.refunds
   FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
+DROP FUNCTION checkout.restoring(text);
 GRANT EXECUTE ON FUNCTION checkout.guard_subscription_update(), checkout.audit_subscription_change(),
   checkout.track_customer_email(), checkout.merge_duplicate_email_variant(), checkout.guard_refund_status() TO PUBLIC;
+
+
+-- 0.5.0's functions.
+CREATE OR REPLACE FUNCTION checkout.setting_seconds(name text, fallback integer) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(extract(epoch FROM nullif(current_setting(name, true), '')::interval)::integer, fallback)
+$$;
+
+CREATE OR REPLACE FUNCTION checkout.setting_integer(name text, fallback integer) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(nullif(current_setting(name, true), '')::integer, fallback)
+$$;
 
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

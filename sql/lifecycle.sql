@@ -200,9 +200,11 @@ END $$;
 
 CREATE TRIGGER subscriptions_guard BEFORE UPDATE ON checkout.subscriptions
   FOR EACH ROW EXECUTE FUNCTION checkout.guard_subscription_update();
--- Only rows that need stamping: creates (active, trialing, incomplete) pay for the WHEN alone.
+-- Only rows that need stamping: creates (active, trialing, incomplete) pay for the WHEN alone. A
+-- restore reloads rows as they were (CHECK check_ended_stamped holds them).
 CREATE TRIGGER subscriptions_stamp_ended BEFORE INSERT ON checkout.subscriptions
-  FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired')) EXECUTE FUNCTION checkout.guard_subscription_update();
+  FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired') AND NOT checkout.restoring('subscriptions'))
+  EXECUTE FUNCTION checkout.guard_subscription_update();
 CREATE TRIGGER subscriptions_audit AFTER INSERT OR UPDATE OR DELETE ON checkout.subscriptions
   FOR EACH ROW WHEN (NOT checkout.subscription_audit_skipped()) EXECUTE FUNCTION checkout.audit_subscription_change();
 

@@ -12,16 +12,9 @@ CREATE TABLE checkout.maintenance_runs (
 );
 COMMENT ON TABLE checkout.maintenance_runs IS 'Outcome of the last run of each maintenance job (operational state, not dumped).';
 
--- Settings with their defaults (the GUCs are defined once the library is loaded). Time settings
--- show with units ('5min', '1d'), which interval input reads; a bare number is seconds.
-CREATE FUNCTION checkout.setting_seconds(name text, fallback integer) RETURNS integer
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-  SELECT coalesce(extract(epoch FROM nullif(current_setting(name, true), '')::interval)::integer, fallback)
-$$;
-CREATE FUNCTION checkout.setting_integer(name text, fallback integer) RETURNS integer
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-  SELECT coalesce(nullif(current_setting(name, true), '')::integer, fallback)
-$$;
+-- The jobs read their settings through checkout.setting_seconds() and checkout.setting_integer()
+-- (src/gucs.rs): native, so calling one loads the library, whose settings then discard a value a
+-- non-superuser SET before it was loaded.
 
 -- Pending sessions past expires_at become expired; expired sessions older than
 -- checkout.session_retention (default 1 day, the seed's intent) are deleted.

@@ -1,6 +1,7 @@
 -- Refunds (issue 7, part): recorded idempotently on the provider's refund id (unique per
 -- organization), never more than the payment, in the payment's currency; status moves pending ->
--- succeeded | failed | canceled only. Both rules are kept by a trigger, whoever writes the row.
+-- succeeded | failed | canceled only. These rules are kept by triggers, whoever writes the rows:
+-- refunds_guard_status on refunds, payments_guard_refunded on the payment's amount and currency.
 --
 -- The bound at every isolation level: a refund that counts (pending or succeeded) first UPDATEs its
 -- payment's row (to the same values), then sums the payment's other refunds. Writers of one payment queue on that row;
@@ -11,6 +12,7 @@ CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_payment_amount bigint;
+  v_payment_currency text;
   v_refunded bigint;
 BEGIN
   IF TG_RELID <> 'checkout.refunds'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
@@ -31,16 +33,22 @@ BEGIN
   -- pending to succeeded cannot).
   IF NEW.status IN ('pending', 'succeeded')
      AND (TG_OP = 'INSERT' OR OLD.status NOT IN ('pending', 'succeeded') OR NEW.amount > OLD.amount
+          OR NEW.currency <> OLD.currency
           OR NEW.organization_id <> OLD.organization_id OR NEW.payment_intent_id <> OLD.payment_intent_id) THEN
     -- updated_at = updated_at: a real row version (what conflicts with an older snapshot) that
     -- changes no value (a restore reproduces the rows exactly).
     UPDATE checkout.payment_intents p SET updated_at = p.updated_at
     WHERE p.organization_id = NEW.organization_id AND p.stripe_payment_intent_id = NEW.payment_intent_id
-    RETURNING p.amount INTO v_payment_amount;
+    RETURNING p.amount, p.currency INTO v_payment_amount, v_payment_currency;
     IF FOUND THEN -- a missing payment is the foreign key's to report (23503)
+      IF NEW.currency <> v_payment_currency THEN
+        RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'check_violation',
+          DETAIL = format('refund: %s, payment %s: %s', NEW.currency, NEW.payment_intent_id, v_payment_currency);
+      END IF;
       SELECT coalesce(sum(r.amount), 0) INTO v_refunded FROM checkout.refunds r
       WHERE r.organization_id = NEW.organization_id AND r.payment_intent_id = NEW.payment_intent_id
-        AND r.status IN ('pending', 'succeeded') AND r.id <> NEW.id;
+        AND r.status IN ('pending', 'succeeded')
+        AND r.id <> (CASE WHEN TG_OP = 'UPDATE' THEN OLD.id ELSE NEW.id END);
       IF v_refunded + NEW.amount > v_payment_amount THEN
         RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
           DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
@@ -51,9 +59,41 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
+-- A restore reloads refunds as they were: the dump holds them whole (even ones an older release
+-- let past the bound, which check_invariants() reports).
 CREATE TRIGGER refunds_guard_status BEFORE INSERT OR UPDATE ON checkout.refunds
-  FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status();
+  FOR EACH ROW WHEN (NOT checkout.restoring('refunds')) EXECUTE FUNCTION checkout.guard_refund_status();
 REVOKE ALL ON FUNCTION checkout.guard_refund_status() FROM PUBLIC;
+
+-- A payment's amount never drops below its pending and succeeded refunds, and its currency never
+-- changes under them. The UPDATE holds the payment's row, which every refund writer updates first,
+-- so the sum sees what they committed (an older snapshot gets 40001 on the row instead).
+CREATE FUNCTION checkout.guard_payment_refunded() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_refunded bigint;
+  v_currencies text;
+BEGIN
+  IF TG_RELID <> 'checkout.payment_intents'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
+    RAISE EXCEPTION 'checkout.guard_payment_refunded() runs only as a trigger of checkout.payment_intents'
+      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
+  END IF;
+  SELECT coalesce(sum(r.amount), 0), string_agg(DISTINCT r.currency, ', ') INTO v_refunded, v_currencies
+  FROM checkout.refunds r
+  WHERE r.organization_id = OLD.organization_id AND r.payment_intent_id = OLD.stripe_payment_intent_id
+    AND r.status IN ('pending', 'succeeded');
+  IF v_refunded > NEW.amount OR (v_refunded > 0 AND NEW.currency <> OLD.currency) THEN
+    RAISE EXCEPTION 'a payment''s amount and currency must cover its refunds' USING ERRCODE = 'check_violation',
+      DETAIL = format('payment %s: amount %s %s, refunded or pending: %s %s', OLD.stripe_payment_intent_id,
+                      NEW.amount, NEW.currency, v_refunded, v_currencies),
+      HINT = 'Cancel or fail refunds first.';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER payments_guard_refunded BEFORE UPDATE OF amount, currency ON checkout.payment_intents
+  FOR EACH ROW WHEN (NEW.amount < OLD.amount OR NEW.currency <> OLD.currency)
+  EXECUTE FUNCTION checkout.guard_payment_refunded();
+REVOKE ALL ON FUNCTION checkout.guard_payment_refunded() FROM PUBLIC;
 
 CREATE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
   p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',

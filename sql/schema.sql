@@ -148,6 +148,9 @@ CREATE TABLE checkout.subscriptions (
   CONSTRAINT subscriptions_org_id_key UNIQUE (organization_id, id),
   CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (organization_id, stripe_subscription_id),
   CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
+  -- An ended subscription says when (reactivation restores the grants revoked since ended_at).
+  CONSTRAINT check_ended_stamped CHECK (status NOT IN ('canceled', 'expired') OR ended_at IS NOT NULL),
+  CONSTRAINT check_canceled_stamped CHECK (status <> 'canceled' OR canceled_at IS NOT NULL),
   CONSTRAINT check_subscription_dates CHECK (current_period_start <= current_period_end),
   CONSTRAINT check_trial_dates CHECK (trial_start IS NULL OR trial_end IS NULL OR trial_start <= trial_end),
   CONSTRAINT check_positive_amount CHECK (amount >= 0),

@@ -16,6 +16,7 @@ extension_sql_file!(
         "schema",
         invoking_role,
         subscription_audit_skipped,
+        restoring,
         subscription_change_context,
         subscriptions::states::subscription_transition_allowed,
         subscriptions::states::subscription_transitions
@@ -63,18 +64,29 @@ fn invoking_role() -> Option<String> {
 }
 
 /// Whether the subscriptions audit trigger has nothing to do for this row: the calling checkout
-/// function audits itself, or the rows are loaded by `COPY ... subscriptions FROM`, which is how
-/// pg_restore reloads them (the dump carries their audit rows and counters). Only the statement
-/// the client sent counts: a COPY of a query, or a COPY run inside a function, is audited.
+/// function audits itself, or pg_restore is reloading the table (see [`restoring`]).
 #[pg_extern(volatile)]
 fn subscription_audit_skipped() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.self_audited)) || restoring()
+    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.self_audited))
+        || restoring_copy_into(b"subscriptions")
 }
 
-/// The client's statement (the active portal's only statement) is `COPY checkout.subscriptions FROM`.
-fn restoring() -> bool {
+/// `checkout.restoring(p_table)`: whether the rows being written are pg_restore reloading
+/// `checkout.<p_table>`, so that the triggers that derive, stamp or bound rows stand aside (the
+/// dump already holds what they would write, and a restore must reproduce the rows exactly). True
+/// only when the client's statement (the active portal's only statement) is `COPY
+/// checkout.<p_table> FROM`, qualified as pg_dump writes it, run by a superuser: a COPY into
+/// another table of that name, one resolved through `search_path`, a COPY of a query or one run
+/// inside a function is not a restore.
+#[pg_extern(volatile)]
+fn restoring(p_table: &str) -> bool {
+    restoring_copy_into(p_table.as_bytes())
+}
+
+fn restoring_copy_into(table: &[u8]) -> bool {
     // SAFETY: ActivePortal is the portal the backend is running, or NULL; its statements are
-    // PlannedStmt nodes, a utility one carrying the parsed CopyStmt.
+    // PlannedStmt nodes, a utility one carrying the parsed CopyStmt, whose RangeVar names are
+    // NUL-terminated strings (or NULL).
     unsafe {
         let portal = pg_sys::ActivePortal;
         if portal.is_null() {
@@ -89,25 +101,19 @@ fn restoring() -> bool {
             return false;
         }
         let copy = utility as *mut pg_sys::CopyStmt;
-        if !(*copy).is_from || (*copy).relation.is_null() || (*(*copy).relation).relname.is_null() {
+        let relation = (*copy).relation;
+        if !(*copy).is_from || relation.is_null() {
             return false;
         }
-        // The relation itself, not its name: a caller's own table named subscriptions (whose
-        // column default calls a checkout function) must not switch the audit off.
-        if CStr::from_ptr((*(*copy).relation).relname).to_bytes() != b"subscriptions" {
-            return false;
-        }
-        let target = pg_sys::RangeVarGetRelidExtended(
-            (*copy).relation,
-            pg_sys::NoLock as pg_sys::LOCKMODE,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
-        schema != pg_sys::InvalidOid
-            && target != pg_sys::InvalidOid
-            && target == pg_sys::get_relname_relid(c"subscriptions".as_ptr(), schema)
+        // By its written name, schema included: no search_path (which a function's SET clause can
+        // change between the COPY and this check) decides what it means.
+        let named = |name: *mut std::ffi::c_char, want: &[u8]| {
+            !name.is_null() && CStr::from_ptr(name).to_bytes() == want
+        };
+        named((*relation).schemaname, b"checkout")
+            && named((*relation).relname, table)
+            && (*relation).catalogname.is_null()
+            && pg_sys::superuser()
     }
 }
 

@@ -21,6 +21,32 @@ static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(N
 static CHANGE_REASON: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CHANGE_TYPE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// `checkout.setting_seconds(name, fallback)`: a time setting of checkout, in seconds, read by the SQL
+/// jobs. Native on purpose: calling it loads the library, and defining its settings makes
+/// PostgreSQL drop a value that a role without the right to set it gave before the load (a
+/// placeholder, which `current_setting()` alone would have returned). Other names: `fallback`.
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn setting_seconds(name: &str, fallback: i32) -> i32 {
+    match name {
+        "checkout.idempotency_key_ttl" => IDEMPOTENCY_KEY_TTL.get(),
+        "checkout.maintenance_interval" => MAINTENANCE_INTERVAL.get(),
+        "checkout.session_retention" => SESSION_RETENTION.get(),
+        "checkout.reconciliation_lease" => RECONCILIATION_LEASE.get(),
+        "checkout.webhook_lease" => WEBHOOK_LEASE.get(),
+        _ => fallback,
+    }
+}
+
+/// `checkout.setting_integer(name, fallback)`: an integer setting of checkout, as
+/// [`setting_seconds`].
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn setting_integer(name: &str, fallback: i32) -> i32 {
+    match name {
+        "checkout.reconciliation_max_attempts" => RECONCILIATION_MAX_ATTEMPTS.get(),
+        _ => fallback,
+    }
+}
+
 /// The databases of `checkout.maintenance_databases`, trimmed, empty entries dropped.
 pub fn maintenance_databases() -> Vec<String> {
     MAINTENANCE_DATABASES

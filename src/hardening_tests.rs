@@ -146,7 +146,29 @@ mod tests {
             "00000"
         );
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
-        Spi::run("UPDATE checkout.payment_intents SET amount = 900 WHERE stripe_payment_intent_id = 'pi_1'").unwrap();
+        // Nor may the payment shrink under its refunds, or change currency.
+        let payment = |set: &str| {
+            format!(
+                "UPDATE checkout.payment_intents SET {set} WHERE stripe_payment_intent_id = 'pi_1'"
+            )
+        };
+        assert_eq!(sqlstate_of(&payment("amount = 900")), "23514");
+        assert_eq!(sqlstate_of(&payment("currency = 'eur'")), "23514");
+        assert_eq!(sqlstate_of(&payment("amount = 1500")), "00000");
+        assert_eq!(sqlstate_of(&payment("amount = 1000")), "00000");
+        // A refund in another currency than its payment's is refused too.
+        let eur = format!(
+            "INSERT INTO checkout.refunds (organization_id, payment_intent_id, amount, currency, status)
+             VALUES ('{ORG_A}', 'pi_1', 0 + 1, 'eur', 'failed')"
+        );
+        assert_eq!(sqlstate_of(&eur), "00000", "a failed refund does not count");
+        assert_eq!(sqlstate_of(&eur.replace("'failed'", "'pending'")), "23514");
+        // What only a DBA bypassing the triggers leaves (or 0.5.0 did) is still reported.
+        Spi::run("ALTER TABLE checkout.payment_intents DISABLE TRIGGER payments_guard_refunded")
+            .unwrap();
+        Spi::run(&payment("amount = 900")).unwrap();
+        Spi::run("ALTER TABLE checkout.payment_intents ENABLE TRIGGER payments_guard_refunded")
+            .unwrap();
         assert_eq!(
             text("SELECT string_agg(invariant, ', ') FROM checkout.check_invariants()"),
             "payment refunded beyond its amount"
@@ -169,6 +191,16 @@ mod tests {
             "canceled true true false, expired false true false"
         );
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
+        // Nor can the stamps be taken away afterwards.
+        for column in ["ended_at", "canceled_at"] {
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "UPDATE checkout.subscriptions SET {column} = NULL WHERE status = 'canceled'"
+                )),
+                "23514",
+                "{column}"
+            );
+        }
     }
 
     #[pg_test]

@@ -42,7 +42,8 @@ unsafe impl UnboxDatum for JsonText {
     where
         Self: 'src,
     {
-        // SAFETY: array elements handed to unbox are non-null jsonb datums.
+        // SAFETY: pgrx unboxes only the non-null elements of a jsonb[] argument (NULL ones are
+        // None before this is called), and each is a valid jsonb datum for the call's duration.
         unsafe { JsonText::from_datum(d.sans_lifetime(), false) }.unwrap_or(JsonText(String::new()))
     }
 }
@@ -50,7 +51,8 @@ unsafe impl UnboxDatum for JsonText {
 unsafe impl<'fcx> ArgAbi<'fcx> for JsonText {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
-        // SAFETY: as for pgrx's own jsonb arguments.
+        // SAFETY: the argument is declared jsonb (impl_sql_translatable above), so a non-null
+        // datum is a valid jsonb for the call's duration; from_datum copies it out as text.
         unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
             raise(
                 Kind::NullArgument,
@@ -62,7 +64,7 @@ unsafe impl<'fcx> ArgAbi<'fcx> for JsonText {
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
-        // SAFETY: as above; NULL becomes Nullable::Null.
+        // SAFETY: as above; a NULL argument becomes Nullable::Null without reading the datum.
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
 }
@@ -90,5 +92,26 @@ pub fn parse(text: &str, name: &str) -> Value {
             Some(format!("{name}: {e}")),
             Some("Numbers must be within the range of a double precision float (about 1e308)."),
         ),
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    /// [`super::parse`] tells the two limits apart by serde_json's message: a new serde_json that
+    /// words them otherwise must fail here, not turn 54001 into 22023 unnoticed.
+    #[test]
+    fn serde_json_words_its_limits_as_parse_expects() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let err = serde_json::from_str::<serde_json::Value>(&deep).unwrap_err();
+        assert!(
+            err.to_string().starts_with("recursion limit exceeded"),
+            "{err}"
+        );
+        let big = serde_json::from_str::<serde_json::Value>("[1e400]").unwrap_err();
+        assert!(
+            !big.to_string().starts_with("recursion limit exceeded"),
+            "{big}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&deep[100..deep.len() - 100]).is_ok());
     }
 }

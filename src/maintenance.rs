@@ -14,7 +14,7 @@ use std::time::Duration;
 extension_sql_file!(
     "../sql/maintenance.sql",
     name = "maintenance",
-    requires = ["schema"]
+    requires = ["schema", gucs::setting_seconds, gucs::setting_integer]
 );
 
 /// Registers the workers; only possible while the postmaster loads shared_preload_libraries.

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 extension_sql_file!(
     "../sql/refunds.sql",
     name = "refunds",
-    requires = ["schema"]
+    requires = ["schema", audit::restoring]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -181,8 +181,11 @@ pub fn normalize_ascii(b: &[u8], out: &mut [u8]) -> Option<Result<usize, EmailEr
     Some(Ok(len))
 }
 
-/// Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt, Unicode 15.1): what a
-/// renderer shows as nothing when it has no glyph for it. All are outside ASCII.
+/// Characters that render as nothing, dropped from addresses: Unicode's Default_Ignorable_Code_Point
+/// ranges (DerivedCoreProperties.txt, Unicode 15.1: what a renderer shows as nothing when it has no
+/// glyph for it), plus the invisible format characters that class leaves out (U+FFF9..FFFB
+/// interlinear annotation controls, U+13430..1343F Egyptian hieroglyph format controls) and U+2800
+/// BRAILLE PATTERN BLANK. Sorted, disjoint; all outside ASCII.
 const DEFAULT_IGNORABLE: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),
     (0x034F, 0x034F),
@@ -193,11 +196,13 @@ const DEFAULT_IGNORABLE: &[(u32, u32)] = &[
     (0x200B, 0x200F),
     (0x202A, 0x202E),
     (0x2060, 0x206F),
+    (0x2800, 0x2800),
     (0x3164, 0x3164),
     (0xFE00, 0xFE0F),
     (0xFEFF, 0xFEFF),
     (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
+    (0xFFF0, 0xFFFB),
+    (0x13430, 0x1343F),
     (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),

@@ -63,7 +63,10 @@ pub fn subscription(value: &Value) -> Result<Subscription, String> {
         .as_object()
         .ok_or("p_subscription must be a JSON object")?;
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!("p_subscription has an unknown field \"{unknown}\""));
+        return Err(format!(
+            "p_subscription has an unknown field \"{}\"",
+            shown(unknown)
+        ));
     }
     let status = one_of(object, "status", &["trialing", "active", "incomplete"])?;
     let amount = match present(object, "amount") {
@@ -138,7 +141,7 @@ pub fn features(elements: &[Option<Value>]) -> Result<Vec<Feature>, String> {
             elements.len()
         ));
     }
-    // Keyed by id: merging is linear in the number of elements (a list search was quadratic).
+    // Keyed by id: merging costs n log n (a search of the list so far was quadratic).
     let mut merged: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
     for (i, element) in elements.iter().enumerate() {
         let object = element
@@ -150,8 +153,9 @@ pub fn features(elements: &[Option<Value>]) -> Result<Vec<Feature>, String> {
             .find(|k| *k != "feature_id" && *k != "metadata")
         {
             return Err(format!(
-                "p_features[{}] has an unknown field \"{unknown}\"",
-                i + 1
+                "p_features[{}] has an unknown field \"{}\"",
+                i + 1,
+                shown(unknown)
             ));
         }
         let feature_id = match object.get("feature_id") {
@@ -184,6 +188,16 @@ pub fn features(elements: &[Option<Value>]) -> Result<Vec<Feature>, String> {
             metadata,
         })
         .collect())
+}
+
+/// A caller's text as an error message shows it: at most 64 characters, escaped, so the message
+/// stays one short line whatever was sent (it also goes to the server log).
+pub fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// A field that is present and not JSON null.
@@ -394,6 +408,8 @@ mod unit_tests {
     #[test]
     fn rejects_each_bad_field_by_name() {
         assert!(error_with("curency", json!("usd")).contains("unknown field \"curency\""));
+        let long = error_with(&format!("{}\nx", "k".repeat(300)), json!(1));
+        assert!(long.len() < 150 && !long.contains('\n'), "{long}");
         assert!(error_with("status", json!("bogus_status")).contains("status"));
         assert!(error_with("status", json!("canceled")).contains("status"));
         assert!(error_with("amount", json!(-1)).contains("amount"));

@@ -480,7 +480,8 @@ fn change_subscription_plan_atomic(
     if let Some(interval) = p_interval {
         if !matches!(interval, "day" | "week" | "month" | "year") {
             invalid(format!(
-                "p_interval must be day, week, month or year, got \"{interval}\""
+                "p_interval must be day, week, month or year, got \"{}\"",
+                input::shown(interval)
             ));
         }
     }

@@ -116,7 +116,7 @@ fn invalid(message: String) -> ! {
 fn parse_uuid(s: &str) -> Uuid {
     match uuid::Uuid::parse_str(s) {
         Ok(u) => Uuid::from_bytes(*u.as_bytes()),
-        Err(_) => invalid(format!("not a UUID: {s}")),
+        Err(_) => invalid(format!("not a UUID: {}", input::shown(s))),
     }
 }
 
