@@ -15,8 +15,14 @@
 #     other parameters (55000) and survives maintenance;
 #  7. 8 concurrent refunds of 300 on a payment of 1000, under REPEATABLE READ, SERIALIZABLE and
 #     READ COMMITTED, released together by an advisory-lock barrier: never more than 1000 refunded;
-#  8. direct writes by the DBA: refunds bounded by the payment (23514), check_invariants() reports an
-#     over-refunded payment, a subscription inserted as canceled/expired gets its end times.
+#     the same with the DBA's direct INSERTs into checkout.refunds under REPEATABLE READ;
+#  8. direct writes by the DBA: refunds bounded by the payment and in its currency (23514), a
+#     payment's amount and currency cover its refunds (23514), check_invariants() reports an
+#     over-refunded payment (made with the payment's trigger disabled), a subscription inserted as
+#     canceled/expired gets its end times and cannot lose them (23514);
+#  9. jsonb arguments of the app's calls holding 1e400 (22023) or nested 200 levels (54001);
+# 10. p_features beyond 10,000 elements (22023); 10,000 unknown feature ids: P0002 fast, short DETAIL.
+#     Neither 9 nor 10 writes a row.
 # After the shared setup each case runs in its own subshell, and a failing case does not stop the
 # others: one line per case, "case N: ok" or "case N: FAILED: <message>"; non-zero exit if any failed.
 source "$(dirname "$0")/lib.sh"
@@ -140,7 +146,7 @@ UPDATE pg_temp.subscriptions SET status = 'canceled';")" "app attaches audit_sub
 assert_eq 42501 "$(state_of app "CREATE TEMP TABLE customers (id uuid, organization_id uuid, email text);
 CREATE TRIGGER forge AFTER INSERT ON pg_temp.customers FOR EACH ROW EXECUTE FUNCTION checkout.track_customer_email();
 INSERT INTO pg_temp.customers VALUES ('$CB1', '$B', 'mallory@evil.example');")" "app attaches track_customer_email()"
-for f in merge_duplicate_email_variant guard_subscription_update guard_refund_status; do
+for f in merge_duplicate_email_variant guard_subscription_update guard_refund_status guard_payment_refunded; do
   assert_eq 42501 "$(state_of app "CREATE TEMP TABLE borrowed (id uuid);
 CREATE TRIGGER borrowed BEFORE INSERT OR UPDATE ON pg_temp.borrowed FOR EACH ROW EXECUTE FUNCTION checkout.$f();")" \
     "app attaches $f()"
@@ -155,6 +161,8 @@ CREATE TABLE public.fake_variants (LIKE checkout.customer_email_variants INCLUDI
 CREATE TABLE public.fake_refunds (LIKE checkout.refunds INCLUDING DEFAULTS);
 INSERT INTO public.fake_refunds (id, organization_id, payment_intent_id, stripe_refund_id, amount, currency, status)
 VALUES (gen_random_uuid(), '$B', 'pi_B1', 're_fake', 100, 'usd', 'pending');
+CREATE TABLE public.fake_payments (LIKE checkout.payment_intents INCLUDING DEFAULTS);
+INSERT INTO public.fake_payments SELECT * FROM checkout.payment_intents WHERE organization_id = '$B';
 SQL
 fires() { # TRIGGER_SPEC DML WHAT: the DBA attaches and fires it in one transaction; expects 39P01
   assert_eq 39P01 "$(state_of postgres "BEGIN;
@@ -180,6 +188,8 @@ fires "BEFORE INSERT ON public.fake_variants FOR EACH ROW EXECUTE FUNCTION check
   "merge_duplicate_email_variant() on another table (normalized email rewritten)"
 fires "BEFORE INSERT OR UPDATE ON public.fake_refunds FOR EACH ROW EXECUTE FUNCTION checkout.guard_refund_status()" \
   "UPDATE public.fake_refunds SET status = 'succeeded', amount = 5000" "guard_refund_status() on another table"
+fires "BEFORE UPDATE ON public.fake_payments FOR EACH ROW EXECUTE FUNCTION checkout.guard_payment_refunded()" \
+  "UPDATE public.fake_payments SET amount = 1" "guard_payment_refunded() on another table"
 assert_eq "$b_before" "$(b_state)" "org B after the borrowed triggers (audit rows, grant, trial, variants, counters)"
 [ "$everything_before" = "$(fingerprint "$DB")" ] || fail "a borrowed trigger function wrote to a checkout table"
 assert_eq "" "$(violations "$DB")" "check_invariants() after case 1"
@@ -326,7 +336,8 @@ assert_eq 1 "$(q "SELECT count(*) FROM checkout.subscriptions WHERE customer_id 
 
 # 7. The refund bound under concurrency: 8 sessions per isolation level, each with its snapshot
 # taken (SELECT 1) before it waits on a shared advisory lock that a controller session holds; the
-# controller lets them all go at once. Run by the DBA (record_refund is not granted to the app).
+# controller lets them all go at once. Run by the DBA (record_refund is not granted to the app):
+# record_refund at each level, then plain INSERTs into checkout.refunds (the trigger's bound alone).
 (
 set -e
 advisory_42() { # CONDITION: advisory locks on key 42 in this database matching CONDITION
@@ -340,8 +351,9 @@ wait_for_locks() { # CONDITION N
     sleep 0.05
   done
 }
-race_refunds() { # LEVEL PAYMENT TAG: session i refunds 300 as re_TAG_i; outputs in $out/TAG.i.err
-  local level=$1 pi=$2 tag=$3 i ctl pids=()
+race_refunds() { # LEVEL PAYMENT TAG MODE: session i refunds 300, with record_refund as re_TAG_i (MODE
+  # record) or by a direct INSERT of a pending refund without provider id (MODE direct); outputs in $out/TAG.i.err
+  local level=$1 pi=$2 tag=$3 mode=$4 i ctl pids=() refund
   mkfifo "$out/ctl.$tag"
   "$E2E_BIN/psql" -X -q -At -h 127.0.0.1 -p "$E2E_PORT" -U postgres -d "$DB" <"$out/ctl.$tag" >/dev/null 2>&1 &
   ctl=$!
@@ -349,12 +361,18 @@ race_refunds() { # LEVEL PAYMENT TAG: session i refunds 300 as re_TAG_i; outputs
   echo "SELECT pg_advisory_lock(42);" >&3
   wait_for_locks "granted AND mode = 'ExclusiveLock'" 1
   for i in 1 2 3 4 5 6 7 8; do
+    if [ "$mode" = direct ]; then
+      refund="INSERT INTO checkout.refunds (organization_id, payment_intent_id, amount, currency, status)
+  VALUES ('$A', '$pi', 300, 'usd', 'pending');"
+    else
+      refund="SELECT checkout.record_refund('$A'::uuid, '$pi', 're_${tag}_$i', 300, 'usd');"
+    fi
     # 3>&-: only the controller's input may hold the fifo open, or it never sees its end.
     run_as postgres >"$out/$tag.$i.out" 2>"$out/$tag.$i.err" 3>&- <<SQL &
 BEGIN ISOLATION LEVEL $level;
 SELECT 1;
 SELECT pg_advisory_lock_shared(42);
-SELECT checkout.record_refund('$A'::uuid, '$pi', 're_${tag}_$i', 300, 'usd');
+$refund
 COMMIT;
 SQL
     pids+=($!)
@@ -365,9 +383,10 @@ SQL
   for i in "${pids[@]}"; do wait "$i" || true; done
   rm -f "$out/ctl.$tag"
 }
-check_race() { # LEVEL PAYMENT TAG: the bound, and every session's outcome
-  local level=$1 pi=$2 tag=$3 i line s ok=0 bound=0 refunded=() total rows
-  race_refunds "$level" "$pi" "$tag"
+check_race() { # LEVEL PAYMENT TAG [MODE]: the bound, and every session's outcome (MODE as race_refunds: record)
+  local level=$1 pi=$2 tag=$3 mode=${4:-record} i line s ok=0 bound=0 refunded=() total rows
+  race_refunds "$level" "$pi" "$tag" "$mode"
+  [ "$mode" = record ] || level="$level, direct INSERTs"
   for i in 1 2 3 4 5 6 7 8; do
     line=$(grep -m1 -oE '(ERROR|FATAL):  [0-9A-Z]{5}' "$out/$tag.$i.err" || true)
     s=${line: -5}; s=${s:-00000}
@@ -383,8 +402,13 @@ check_race() { # LEVEL PAYMENT TAG: the bound, and every session's outcome
   [ "$total" -le 1000 ] || fail "$level: $total refunded on a payment of 1000"
   [ "$ok" -ge 1 ] || fail "$level: no refund succeeded"
   assert_eq "$((ok * 300))" "$total" "$level: refunded total of the $ok successful sessions"
-  rows=$(q "SELECT string_agg(stripe_refund_id, ' ' ORDER BY stripe_refund_id) FROM checkout.refunds WHERE payment_intent_id = '$pi'")
-  assert_eq "${refunded[*]}" "$rows" "$level: refunds recorded are those of the sessions that succeeded"
+  if [ "$mode" = direct ]; then # no provider ids to tell them apart: as many rows as successes
+    rows=$(q "SELECT count(*) FROM checkout.refunds WHERE payment_intent_id = '$pi'")
+    assert_eq "$ok" "$rows" "$level: refund rows are those of the sessions that succeeded"
+  else
+    rows=$(q "SELECT string_agg(stripe_refund_id, ' ' ORDER BY stripe_refund_id) FROM checkout.refunds WHERE payment_intent_id = '$pi'")
+    assert_eq "${refunded[*]}" "$rows" "$level: refunds recorded are those of the sessions that succeeded"
+  fi
   echo "$level: $ok succeeded, $bound refused by the bound (23514), $((8 - ok - bound)) serialization failures (40001)"
   RACE_OK=$ok RACE_BOUND=$bound
 }
@@ -392,6 +416,10 @@ check_race "REPEATABLE READ" pi_A3 rr
 check_race "SERIALIZABLE" pi_A3s ser
 check_race "READ COMMITTED" pi_A3c rc
 assert_eq "3 5" "$RACE_OK $RACE_BOUND" "READ COMMITTED: successes and 23514"
+# The DBA's own INSERTs, on a fresh payment of 1000: the refunds trigger bounds them alone.
+q "INSERT INTO checkout.payment_intents (organization_id, stripe_payment_intent_id, amount, currency, status)
+   VALUES ('$A', 'pi_A3d', 1000, 'usd', 'succeeded')" >/dev/null
+check_race "REPEATABLE READ" pi_A3d rrd direct
 assert_eq "" "$(over_refunded "$DB")" "over-refunded payments after the races"
 ) 2>"$out/case_7.err"; report "case 7" $?
 
@@ -399,7 +427,9 @@ assert_eq "" "$(over_refunded "$DB")" "over-refunded payments after the races"
 (
 set -e
 refund() { echo "INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, amount, currency, status)
-  VALUES ('$A', 'pi_A8', '$1', $2, 'usd', '$3');"; }
+  VALUES ('$A', 'pi_A8', '$1', $2, '${4:-usd}', '$3');"; }
+payment() { echo "UPDATE checkout.payment_intents SET $1 WHERE organization_id = '$A' AND stripe_payment_intent_id = 'pi_A8'"; }
+pi_a8() { q "SELECT amount || ' ' || currency FROM checkout.payment_intents WHERE organization_id = '$A' AND stripe_payment_intent_id = 'pi_A8'"; }
 assert_eq 23514 "$(state_of postgres "$(refund re_8x 2000 succeeded)")" "a refund of 2000 on a payment of 1000"
 assert_eq 0 "$(q "SELECT count(*) FROM checkout.refunds WHERE payment_intent_id = 'pi_A8'")" "refunds of pi_A8 after the refused insert"
 assert_eq 00000 "$(state_of postgres "$(refund re_8a 600 succeeded)
@@ -407,24 +437,111 @@ $(refund re_8b 300 pending)")" "refunds within the payment (600 + 300)"
 assert_eq 23514 "$(state_of postgres "UPDATE checkout.refunds SET amount = 500 WHERE stripe_refund_id = 're_8b'")" \
   "raising a refund beyond the remaining amount (600 + 500)"
 assert_eq 300 "$(q "SELECT amount FROM checkout.refunds WHERE stripe_refund_id = 're_8b'")" "the refund after the refused update"
+# A refund in another currency than its payment's, within the remaining amount (pending or succeeded).
+assert_eq 23514 "$(state_of postgres "$(refund re_8eur 50 pending eur)")" "a pending refund in eur of a usd payment"
+assert_eq 23514 "$(state_of postgres "$(refund re_8eur 50 succeeded eur)")" "a succeeded refund in eur of a usd payment"
+assert_eq "2 900" "$(q "SELECT count(*) || ' ' || sum(amount) FROM checkout.refunds WHERE payment_intent_id = 'pi_A8'")" \
+  "refunds of pi_A8 after the refused refunds in eur"
 assert_eq "" "$(violations "$DB")" "check_invariants() with refunds within their payments"
-assert_eq 00000 "$(state_of postgres "UPDATE checkout.payment_intents SET amount = 500 WHERE organization_id = '$A' AND stripe_payment_intent_id = 'pi_A8'")" \
-  "lowering a payment's amount below its refunds"
+# The payment keeps covering its refunds (900): its amount cannot drop below them, nor its currency change.
+assert_eq 23514 "$(state_of postgres "$(payment "amount = 500")")" "lowering a payment's amount below its refunds (500 < 900)"
+assert_eq "1000 usd" "$(pi_a8)" "the payment after the refused lowering"
+assert_eq 23514 "$(state_of postgres "$(payment "currency = 'eur'")")" "changing the currency of a refunded payment"
+assert_eq "1000 usd" "$(pi_a8)" "the payment after the refused currency change"
+assert_eq 00000 "$(state_of postgres "$(payment "amount = 900")")" "lowering a payment's amount to its refunds (900)"
+assert_eq 00000 "$(state_of postgres "$(payment "amount = 1000")")" "raising it back to 1000"
+# An over-refunded payment for check_invariants(): only with the payment's trigger disabled by the DBA.
+q "ALTER TABLE checkout.payment_intents DISABLE TRIGGER payments_guard_refunded;
+   $(payment "amount = 500");
+   ALTER TABLE checkout.payment_intents ENABLE TRIGGER payments_guard_refunded" >/dev/null
+assert_eq "500 usd" "$(pi_a8)" "the payment lowered with its trigger disabled"
 found=$(violations "$DB")
-[[ ${found,,} == *refund* ]] || fail "check_invariants() must report pi_A8 (500, refunds 900): [$found]"
-q "UPDATE checkout.payment_intents SET amount = 1000 WHERE organization_id = '$A' AND stripe_payment_intent_id = 'pi_A8'" >/dev/null
+[[ ${found,,} == *refund* && $found == *pi_A8* ]] || fail "check_invariants() must report pi_A8 (500, refunds 900): [$found]"
+q "$(payment "amount = 1000")" >/dev/null
 assert_eq "" "$(violations "$DB")" "check_invariants() once the payment is back to 1000"
+assert_eq 23514 "$(state_of postgres "$(payment "amount = 899")")" "lowering below the refunds once the trigger is enabled again"
 SC=d0000000-0000-0000-0000-0000000008c1
 SE=d0000000-0000-0000-0000-0000000008e1
 q "INSERT INTO checkout.subscriptions (id, organization_id, customer_id, product_id, status, amount, currency, \"interval\",
      current_period_start, current_period_end, canceled_at, ended_at) VALUES
    ('$SC', '$A', '$CA3', '$PA', 'canceled', 1000, 'usd', 'month', now() - interval '1 month', now(), NULL, NULL),
    ('$SE', '$A', '$CA3', '$PA', 'expired', 1000, 'usd', 'month', now() - interval '1 month', now(), NULL, NULL)" >/dev/null
-assert_eq "canceled true true" "$(q "SELECT status || ' ' || (canceled_at IS NOT NULL) || ' ' || (ended_at IS NOT NULL)
-  FROM checkout.subscriptions WHERE id = '$SC'")" "a subscription inserted as canceled: canceled_at, ended_at"
-assert_eq "expired true" "$(q "SELECT status || ' ' || (ended_at IS NOT NULL) FROM checkout.subscriptions WHERE id = '$SE'")" \
-  "a subscription inserted as expired: ended_at"
+ended() { q "SELECT status || ' ' || (canceled_at IS NOT NULL) || ' ' || (ended_at IS NOT NULL) FROM checkout.subscriptions WHERE id = '$1'"; }
+assert_eq "canceled true true" "$(ended "$SC")" "a subscription inserted as canceled: canceled_at, ended_at"
+assert_eq "expired false true" "$(ended "$SE")" "a subscription inserted as expired: ended_at"
+# ...and keep them (CHECK check_ended_stamped, check_canceled_stamped).
+assert_eq 23514 "$(state_of postgres "UPDATE checkout.subscriptions SET ended_at = NULL WHERE id = '$SC'")" \
+  "clearing ended_at of a canceled subscription"
+assert_eq 23514 "$(state_of postgres "UPDATE checkout.subscriptions SET canceled_at = NULL WHERE id = '$SC'")" \
+  "clearing canceled_at of a canceled subscription"
+assert_eq 23514 "$(state_of postgres "UPDATE checkout.subscriptions SET ended_at = NULL WHERE id = '$SE'")" \
+  "clearing ended_at of an expired subscription"
+assert_eq "canceled true true" "$(ended "$SC")" "the canceled subscription after the refused updates"
+assert_eq "expired false true" "$(ended "$SE")" "the expired subscription after the refused update"
+# Last (it does not hide the checks above): a counted refund moved to another currency than its
+# payment's is such a refund too.
+assert_eq 23514 "$(state_of postgres "UPDATE checkout.refunds SET currency = 'eur' WHERE stripe_refund_id = 're_8b'")" \
+  "moving a pending refund of a usd payment to eur"
+assert_eq usd "$(q "SELECT currency FROM checkout.refunds WHERE stripe_refund_id = 're_8b'")" "the refund after the refused currency change"
 ) 2>"$out/case_8.err"; report "case 8" $?
+
+# 9. jsonb the app passes that serde_json cannot represent: a number beyond the range of a double
+# (1e400) anywhere is 22023, nesting past its recursion limit is 54001; never XX000, and nothing is
+# written. As the app, the role the README grants these functions to.
+(
+set -e
+before=$(fingerprint "$DB")
+create_call() { # P_SUBSCRIPTION P_FEATURES_SQL: the app's create for dave, org A, Pro
+  echo "SELECT checkout.create_subscription_atomic('$1'::jsonb, $2, '$CA3'::uuid, '$PA'::uuid, '$A'::uuid);"
+}
+upsert_call() { # P_METADATA: the app's upsert of zed in org A
+  echo "SELECT checkout.upsert_customer_atomic('$A'::uuid, 'zed@example.com', NULL, NULL, NULL, '$1'::jsonb);"
+}
+plan_call() { # P_FEATURES_SQL: the app's plan change of carol's trial (org A) to Pro at 2000
+  echo "SELECT checkout.change_subscription_plan_atomic('$SUB_T'::uuid, '$A'::uuid, '$PA'::uuid, 2000, NULL, NULL, $1);"
+}
+assert_eq 22023 "$(state_of app "$(create_call "$(sub_json active | sed 's/"amount": 1000/"amount": 1e400/')" NULL)")" \
+  "1e400 as p_subscription's amount"
+assert_eq 22023 "$(state_of app "$(create_call "$(sub_json active ', "metadata": {"note": 1e400}')" NULL)")" \
+  "1e400 in p_subscription.metadata"
+assert_eq 22023 "$(state_of app "$(create_call "$(sub_json active)" \
+  "ARRAY['{\"feature_id\": \"$FA\", \"metadata\": {\"x\": [1, 1e400]}}'::jsonb]")")" \
+  "1e400 in a p_features element's metadata"
+assert_eq 22023 "$(state_of app "$(upsert_call '{"score": 1e400}')")" "1e400 in upsert_customer_atomic's p_metadata"
+assert_eq 22023 "$(state_of app "$(plan_call "ARRAY['{\"feature_id\": \"$FA\", \"metadata\": {\"x\": -1e400}}'::jsonb]")")" \
+  "-1e400 in a p_features element of change_subscription_plan_atomic"
+deep="$(printf '{"a": %.0s' $(seq 200))1$(printf '}%.0s' $(seq 200))" # 200 levels
+assert_eq 54001 "$(state_of app "$(create_call "$(sub_json active ", \"metadata\": $deep")" NULL)")" \
+  "p_subscription.metadata nested 200 levels"
+assert_eq 54001 "$(state_of app "$(upsert_call "$deep")")" "upsert_customer_atomic's p_metadata nested 200 levels"
+[ "$before" = "$(fingerprint "$DB")" ] || fail "a refused call wrote to a checkout table"
+) 2>"$out/case_9.err"; report "case 9" $?
+
+# 10. p_features: more than 10,000 elements is 22023 before any is read; 10,000 unknown feature ids
+# are P0002 within a statement_timeout of 2 s, with a DETAIL under 1,000 bytes; nothing is written. As the app.
+(
+set -e
+before=$(fingerprint "$DB")
+features() { echo "(SELECT array_agg(jsonb_build_object('feature_id', gen_random_uuid())) FROM generate_series(1, $1))"; }
+create_call() { echo "SET statement_timeout = '2s';
+SELECT checkout.create_subscription_atomic('$(sub_json active)'::jsonb, $1, '$CA3'::uuid, '$PA'::uuid, '$A'::uuid);"; }
+assert_eq 22023 "$(state_of app "$(create_call "$(features 10001)")")" "create_subscription_atomic with 10,001 features"
+assert_eq 22023 "$(state_of app "SET statement_timeout = '2s';
+SELECT checkout.change_subscription_plan_atomic('$SUB_T'::uuid, '$A'::uuid, '$PA'::uuid, 2000, NULL, NULL, $(features 10001));")" \
+  "change_subscription_plan_atomic with 10,001 features"
+started=$(date +%s%N)
+if stderr=$(run_as app <<<"$(create_call "$(features 10000)")" 2>&1 >/dev/null); then
+  fail "10,000 unknown feature ids: the create succeeded"
+fi
+ms=$(( ($(date +%s%N) - started) / 1000000 ))
+state=$(grep -m1 -oE '(ERROR|FATAL):  [0-9A-Z]{5}' <<<"$stderr" || true)
+assert_eq P0002 "${state: -5}" "10,000 unknown feature ids (in $ms ms, statement_timeout 2 s): $(head -c 300 <<<"$stderr")"
+detail=$(grep -m1 '^DETAIL:' <<<"$stderr" || true)
+bytes=$(printf %s "$detail" | wc -c)
+[ -n "$detail" ] && [ "$bytes" -lt 1000 ] || fail "the DETAIL of 10,000 unknown feature ids must be under 1,000 bytes: $bytes bytes"
+echo "10,000 unknown feature ids: P0002 in $ms ms (with the session's start), DETAIL of $bytes bytes"
+[ "$before" = "$(fingerprint "$DB")" ] || fail "a refused call wrote to a checkout table"
+) 2>"$out/case_10.err"; report "case 10" $?
 
 # At the end, whatever ran: the data is consistent and no payment is refunded beyond its amount.
 (

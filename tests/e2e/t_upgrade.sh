@@ -82,8 +82,9 @@ for old in $(ls "$root/sql/releases" | sed -n 's/^checkout--\([0-9.]*\)\.sql$/\1
   psql_db e2e_up -c "ALTER EXTENSION checkout UPDATE TO '$version'"
   assert_eq "$version" "$(psql_db e2e_up -c "SELECT extversion FROM pg_extension WHERE extname = 'checkout'")" "version after update"
   # Every row is still there; the update only recounts counters, revokes grants of ended
-  # subscriptions, clears their pending cancellations, and adds what 0.1.0 did not record.
-  lost=$(lost_rows e2e_up '{subscription_count,has_active_subscription,revoked_at,cancel_at_period_end,changed_by_role}')
+  # subscriptions, clears their pending cancellations, adds what 0.1.0 did not record, and stamps
+  # ended subscriptions that lack ended_at/canceled_at (0.6.0's CHECKs; 0.1.0 left them NULL).
+  lost=$(lost_rows e2e_up '{subscription_count,has_active_subscription,revoked_at,cancel_at_period_end,changed_by_role,ended_at,canceled_at}')
   [ -z "$lost" ] || fail "rows lost or changed by the update $old -> $version: $lost"
   if [ "$old" = 0.1.0 ]; then counters="2 true|1 false" recorded="updated past_due|created canceled"
   else counters="1 true|1 true" recorded=""; fi
