@@ -1,11 +1,13 @@
--- The PL/pgSQL reference: the seed's design (migrations 001-006), made to run with the fewest
--- changes, in schema ref. The seed's blocks are copied verbatim; only the changes
--- listed in the README are made. Run with search_path = ref (the seed's functions are unqualified).
+-- The PL/pgSQL reference: the seed's design as a DBA deploys it (migrations 001-006), in schema ref.
+-- Every statement of 001-006 is copied verbatim, in the seed's order, so ref holds every table,
+-- column, constraint, index and function the seed creates; only the statements PostgreSQL refuses
+-- are changed, each with a comment saying why (the README lists them). 007 (pg_cron jobs) is not
+-- part of the reference. Run with search_path = ref (the seed's functions are unqualified).
 DROP SCHEMA IF EXISTS ref CASCADE;
 CREATE SCHEMA ref;
 SET search_path = ref, public;
 
--- Base tables the seed assumes (it never defines them).
+-- Base tables the seed assumes (it never defines them): the columns its statements name.
 CREATE TABLE organizations (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL);
 CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), organization_id uuid REFERENCES organizations(id));
 CREATE TABLE customers (
@@ -29,71 +31,168 @@ CREATE TABLE feature_grants (
   granted_at timestamptz DEFAULT now(), metadata jsonb DEFAULT '{}');
 CREATE TABLE checkout_sessions (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), customer_id uuid, status text DEFAULT 'pending',
   expires_at timestamptz, created_at timestamptz DEFAULT now());
+-- 001 adds a CHECK on payment_intents.amount; 005 indexes webhook_events(type, status, created_at).
+CREATE TABLE payment_intents (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), amount integer, created_at timestamptz DEFAULT now());
+CREATE TABLE webhook_events (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), type text, status text DEFAULT 'pending',
+  created_at timestamptz DEFAULT now());
 
--- 001, with the fewest changes: partial unique INDEXES instead of UNIQUE ... WHERE (invalid SQL);
--- a plain unique constraint for feature grants so 006's ON CONFLICT works. The status column stays
--- in the active-subscription key, as the seed wrote it (defect S1 kept).
-CREATE UNIQUE INDEX unique_active_subscription ON subscriptions (customer_id, product_id, status) WHERE status IN ('active', 'trialing');
-ALTER TABLE customers ADD CONSTRAINT unique_customer_email_per_org UNIQUE (organization_id, email);
-CREATE UNIQUE INDEX unique_external_id_per_org ON customers (organization_id, external_id) WHERE external_id IS NOT NULL;
-ALTER TABLE feature_grants ADD CONSTRAINT unique_feature_grant UNIQUE (customer_id, feature_id, subscription_id);
-ALTER TABLE subscriptions ADD CONSTRAINT check_subscription_dates CHECK (current_period_start <= current_period_end);
-ALTER TABLE subscriptions ADD CONSTRAINT check_trial_dates CHECK (trial_start IS NULL OR trial_end IS NULL OR trial_start <= trial_end);
-ALTER TABLE subscriptions ADD CONSTRAINT check_positive_amount CHECK (amount >= 0);
+-- 001_add_unique_constraints.sql
+-- Prevent duplicate active subscriptions for same product
+-- Changed: PostgreSQL refuses UNIQUE ... WHERE as a table constraint (syntax error at WHERE), so the
+-- seed's constraint becomes a partial unique index of the same name, columns and predicate. The
+-- status column stays in the key, as the seed wrote it (defect S1 kept).
+CREATE UNIQUE INDEX unique_active_subscription
+ON subscriptions (customer_id, product_id, status)
+WHERE status IN ('active', 'trialing');
 
--- 002, as written (global keys; subscriptions.idempotency_key references the key).
-CREATE TABLE idempotency_keys (
-  id UUID PRIMARY KEY DEFAULT gen_random_uuid(), key VARCHAR(255) NOT NULL UNIQUE, request_hash VARCHAR(64) NOT NULL,
-  request_params JSONB NOT NULL DEFAULT '{}', response JSONB,
-  status VARCHAR(50) NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
-  organization_id UUID REFERENCES organizations(id) ON DELETE CASCADE, created_at TIMESTAMPTZ DEFAULT NOW(),
-  updated_at TIMESTAMPTZ DEFAULT NOW(), expires_at TIMESTAMPTZ DEFAULT NOW() + INTERVAL '24 hours',
-  error_message TEXT, retry_count INTEGER DEFAULT 0);
+-- Prevent duplicate customers per organization
+ALTER TABLE customers
+ADD CONSTRAINT unique_customer_email_per_org
+UNIQUE (organization_id, email);
+
+-- Prevent duplicate external IDs
+-- Changed: UNIQUE ... WHERE refused (as above), so a partial unique index.
+CREATE UNIQUE INDEX unique_external_id_per_org
+ON customers (organization_id, external_id)
+WHERE external_id IS NOT NULL;
+
+-- Prevent duplicate feature grants
+-- Changed: UNIQUE ... WHERE refused (as above). Not a partial index but a plain unique constraint:
+-- 006's ON CONFLICT (customer_id, feature_id, subscription_id) names no predicate, so it cannot
+-- infer a partial index and every call with features would fail. Same rows accepted: a NULL
+-- subscription_id never conflicts in a plain UNIQUE either.
+ALTER TABLE feature_grants
+ADD CONSTRAINT unique_feature_grant
+UNIQUE (customer_id, feature_id, subscription_id);
+
+-- Add check constraints for data integrity
+ALTER TABLE subscriptions
+ADD CONSTRAINT check_subscription_dates
+CHECK (current_period_start <= current_period_end);
+
+ALTER TABLE subscriptions
+ADD CONSTRAINT check_trial_dates
+CHECK (trial_start IS NULL OR trial_end IS NULL OR trial_start <= trial_end);
+
+ALTER TABLE subscriptions
+ADD CONSTRAINT check_positive_amount
+CHECK (amount >= 0);
+
+ALTER TABLE payment_intents
+ADD CONSTRAINT check_positive_payment_amount
+CHECK (amount > 0);
+
+-- Add missing columns
+ALTER TABLE subscriptions
+ADD COLUMN IF NOT EXISTS product_version_id UUID,
+ADD COLUMN IF NOT EXISTS price_version_id UUID,
+ADD COLUMN IF NOT EXISTS original_created_at TIMESTAMPTZ DEFAULT NOW();
+
+-- Add foreign key constraints with proper cascading
+ALTER TABLE subscriptions
+DROP CONSTRAINT IF EXISTS subscriptions_customer_id_fkey,
+ADD CONSTRAINT subscriptions_customer_id_fkey
+  FOREIGN KEY (customer_id)
+  REFERENCES customers(id)
+  ON DELETE RESTRICT; -- Don't allow customer deletion with active subscriptions
+
+ALTER TABLE feature_grants
+DROP CONSTRAINT IF EXISTS feature_grants_subscription_id_fkey,
+ADD CONSTRAINT feature_grants_subscription_id_fkey
+  FOREIGN KEY (subscription_id)
+  REFERENCES subscriptions(id)
+  ON DELETE CASCADE; -- Delete grants when subscription deleted
+
+-- 002_idempotency_tables.sql
+-- Create idempotency keys table
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  key VARCHAR(255) NOT NULL UNIQUE,
+  request_hash VARCHAR(64) NOT NULL,
+  request_params JSONB NOT NULL DEFAULT '{}',
+  response JSONB,
+  status VARCHAR(50) NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+  organization_id UUID REFERENCES organizations(id) ON DELETE CASCADE,
+  created_at TIMESTAMPTZ DEFAULT NOW(),
+  updated_at TIMESTAMPTZ DEFAULT NOW(),
+  expires_at TIMESTAMPTZ DEFAULT NOW() + INTERVAL '24 hours',
+  error_message TEXT,
+  retry_count INTEGER DEFAULT 0
+);
+
+-- Indexes for performance
+CREATE INDEX idx_idempotency_keys_key ON idempotency_keys(key) WHERE status != 'expired';
 CREATE INDEX idx_idempotency_keys_expires ON idempotency_keys(expires_at) WHERE status != 'expired';
 CREATE INDEX idx_idempotency_keys_org ON idempotency_keys(organization_id);
 CREATE INDEX idx_idempotency_keys_status ON idempotency_keys(status);
-ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR(255),
-  ADD CONSTRAINT fk_subscription_idempotency FOREIGN KEY (idempotency_key) REFERENCES idempotency_keys(key);
 
--- 003 tables as written.
-CREATE TABLE trial_history (
-  id UUID PRIMARY KEY DEFAULT gen_random_uuid(), customer_id UUID NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
-  product_id UUID NOT NULL REFERENCES products(id), trial_start TIMESTAMPTZ NOT NULL, trial_end TIMESTAMPTZ NOT NULL,
-  subscription_id UUID REFERENCES subscriptions(id) ON DELETE SET NULL, converted BOOLEAN DEFAULT FALSE,
-  conversion_date TIMESTAMPTZ, cancellation_reason TEXT, metadata JSONB DEFAULT '{}',
-  created_at TIMESTAMPTZ DEFAULT NOW(), updated_at TIMESTAMPTZ DEFAULT NOW(), UNIQUE(customer_id, product_id));
-CREATE INDEX idx_trial_history_customer ON trial_history(customer_id);
-CREATE INDEX idx_trial_history_product ON trial_history(product_id);
-CREATE TABLE customer_email_variants (
-  id UUID PRIMARY KEY DEFAULT gen_random_uuid(), customer_id UUID NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
-  email VARCHAR(255) NOT NULL, email_normalized VARCHAR(255) NOT NULL, email_domain VARCHAR(255) NOT NULL,
-  created_at TIMESTAMPTZ DEFAULT NOW(), UNIQUE(email));
-CREATE INDEX idx_email_variants_normalized ON customer_email_variants(email_normalized);
+-- Add idempotency tracking to existing tables
+ALTER TABLE checkout_sessions
+ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR(255),
+ADD CONSTRAINT fk_checkout_idempotency
+  FOREIGN KEY (idempotency_key)
+  REFERENCES idempotency_keys(key);
 
--- 004: subscription_changes as written.
-CREATE TABLE subscription_changes (
+ALTER TABLE subscriptions
+ADD COLUMN IF NOT EXISTS idempotency_key VARCHAR(255),
+ADD CONSTRAINT fk_subscription_idempotency
+  FOREIGN KEY (idempotency_key)
+  REFERENCES idempotency_keys(key);
+
+-- Cleanup function for expired keys
+CREATE OR REPLACE FUNCTION cleanup_expired_idempotency_keys()
+RETURNS INTEGER AS $$
+DECLARE
+  deleted_count INTEGER;
+BEGIN
+  DELETE FROM idempotency_keys
+  WHERE expires_at < NOW()
+    AND status NOT IN ('processing');
+
+  GET DIAGNOSTICS deleted_count = ROW_COUNT;
+  RETURN deleted_count;
+END;
+$$ LANGUAGE plpgsql;
+
+-- 003_trial_tracking.sql
+-- Create trial history table
+CREATE TABLE IF NOT EXISTS trial_history (
   id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-  subscription_id UUID NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
-  change_type VARCHAR(50) NOT NULL
-    CHECK (change_type IN ('created', 'updated', 'cancelled', 'reactivated', 'expired', 'upgraded', 'downgraded')),
-  old_values JSONB,
-  new_values JSONB,
-  changed_by UUID REFERENCES users(id),
-  changed_by_type VARCHAR(50) DEFAULT 'system', -- 'user', 'system', 'webhook', 'support'
-  reason TEXT,
+  customer_id UUID NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  product_id UUID NOT NULL REFERENCES products(id),
+  trial_start TIMESTAMPTZ NOT NULL,
+  trial_end TIMESTAMPTZ NOT NULL,
+  subscription_id UUID REFERENCES subscriptions(id) ON DELETE SET NULL,
+  converted BOOLEAN DEFAULT FALSE,
+  conversion_date TIMESTAMPTZ,
+  cancellation_reason TEXT,
   metadata JSONB DEFAULT '{}',
-  created_at TIMESTAMPTZ DEFAULT NOW()
+  created_at TIMESTAMPTZ DEFAULT NOW(),
+  updated_at TIMESTAMPTZ DEFAULT NOW(),
+  UNIQUE(customer_id, product_id) -- One trial per product per customer
 );
 
+-- Indexes for trial queries
+CREATE INDEX idx_trial_history_customer ON trial_history(customer_id);
+CREATE INDEX idx_trial_history_product ON trial_history(product_id);
+CREATE INDEX idx_trial_history_dates ON trial_history(trial_start, trial_end);
+CREATE INDEX idx_trial_history_converted ON trial_history(converted) WHERE converted = true;
 
-CREATE INDEX idx_subscription_changes_sub ON subscription_changes(subscription_id);
+-- Track email variations to prevent abuse
+CREATE TABLE IF NOT EXISTS customer_email_variants (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  customer_id UUID NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  email VARCHAR(255) NOT NULL,
+  email_normalized VARCHAR(255) NOT NULL, -- Without + parts and dots
+  email_domain VARCHAR(255) NOT NULL,
+  created_at TIMESTAMPTZ DEFAULT NOW(),
+  UNIQUE(email)
+);
 
--- 005: the indexes the functions use.
-CREATE INDEX idx_customers_email_org ON customers(email, organization_id) WHERE deleted_at IS NULL;
-CREATE INDEX idx_subscriptions_customer_product ON subscriptions(customer_id, product_id, status);
-CREATE INDEX idx_feature_grants_customer ON feature_grants(customer_id, feature_id);
+CREATE INDEX idx_email_variants_normalized ON customer_email_variants(email_normalized);
+CREATE INDEX idx_email_variants_domain ON customer_email_variants(email_domain);
 
--- 003 functions, verbatim.
 -- Function to normalize emails
 CREATE OR REPLACE FUNCTION normalize_email(email VARCHAR)
 RETURNS VARCHAR AS $$
@@ -170,8 +269,125 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
--- 006 functions, verbatim.
+-- 004_audit_tables.sql
+-- Subscription change history for audit trail
+CREATE TABLE IF NOT EXISTS subscription_changes (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  subscription_id UUID NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+  change_type VARCHAR(50) NOT NULL
+    CHECK (change_type IN ('created', 'updated', 'cancelled', 'reactivated', 'expired', 'upgraded', 'downgraded')),
+  old_values JSONB,
+  new_values JSONB,
+  changed_by UUID REFERENCES users(id),
+  changed_by_type VARCHAR(50) DEFAULT 'system', -- 'user', 'system', 'webhook', 'support'
+  reason TEXT,
+  metadata JSONB DEFAULT '{}',
+  created_at TIMESTAMPTZ DEFAULT NOW()
+);
 
+CREATE INDEX idx_subscription_changes_sub ON subscription_changes(subscription_id);
+CREATE INDEX idx_subscription_changes_type ON subscription_changes(change_type);
+CREATE INDEX idx_subscription_changes_date ON subscription_changes(created_at);
+
+-- Refunds tracking
+CREATE TABLE IF NOT EXISTS refunds (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  payment_intent_id VARCHAR(255) NOT NULL,
+  stripe_refund_id VARCHAR(255) UNIQUE,
+  subscription_id UUID REFERENCES subscriptions(id),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  currency VARCHAR(3) NOT NULL,
+  reason VARCHAR(100),
+  status VARCHAR(50) NOT NULL,
+  initiated_by VARCHAR(50), -- 'automatic', 'manual', 'customer_request'
+  metadata JSONB DEFAULT '{}',
+  created_at TIMESTAMPTZ DEFAULT NOW(),
+  completed_at TIMESTAMPTZ
+);
+
+CREATE INDEX idx_refunds_payment ON refunds(payment_intent_id);
+CREATE INDEX idx_refunds_subscription ON refunds(subscription_id);
+CREATE INDEX idx_refunds_status ON refunds(status);
+
+-- Reconciliation queue for failed operations
+CREATE TABLE IF NOT EXISTS reconciliation_queue (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  type VARCHAR(100) NOT NULL,
+  reference_id VARCHAR(255) NOT NULL,
+  status VARCHAR(50) NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'manual_review')),
+  priority INTEGER DEFAULT 5 CHECK (priority BETWEEN 1 AND 10),
+  error_message TEXT,
+  error_count INTEGER DEFAULT 0,
+  details JSONB DEFAULT '{}',
+  created_at TIMESTAMPTZ DEFAULT NOW(),
+  updated_at TIMESTAMPTZ DEFAULT NOW(),
+  processed_at TIMESTAMPTZ,
+  next_retry_at TIMESTAMPTZ
+);
+
+CREATE INDEX idx_reconciliation_status ON reconciliation_queue(status, priority);
+CREATE INDEX idx_reconciliation_retry ON reconciliation_queue(next_retry_at)
+  WHERE status IN ('pending', 'failed');
+
+-- 005_performance_indexes.sql
+-- Optimize customer lookups
+CREATE INDEX IF NOT EXISTS idx_customers_email_org
+ON customers(email, organization_id)
+WHERE deleted_at IS NULL;
+
+CREATE INDEX IF NOT EXISTS idx_customers_external_id_org
+ON customers(external_id, organization_id)
+WHERE external_id IS NOT NULL AND deleted_at IS NULL;
+
+CREATE INDEX IF NOT EXISTS idx_customers_stripe_id
+ON customers(stripe_customer_id)
+WHERE stripe_customer_id IS NOT NULL;
+
+-- Optimize subscription queries
+CREATE INDEX IF NOT EXISTS idx_subscriptions_customer_product
+ON subscriptions(customer_id, product_id, status);
+
+CREATE INDEX IF NOT EXISTS idx_subscriptions_active
+ON subscriptions(customer_id, status)
+WHERE status IN ('active', 'trialing');
+
+CREATE INDEX IF NOT EXISTS idx_subscriptions_ending
+ON subscriptions(current_period_end, status)
+WHERE status = 'active';
+
+CREATE INDEX IF NOT EXISTS idx_subscriptions_trial_ending
+ON subscriptions(trial_end, status)
+WHERE status = 'trialing' AND trial_end IS NOT NULL;
+
+-- Optimize checkout sessions
+CREATE INDEX IF NOT EXISTS idx_checkout_sessions_expires
+ON checkout_sessions(expires_at)
+WHERE status = 'pending';
+
+CREATE INDEX IF NOT EXISTS idx_checkout_sessions_customer
+ON checkout_sessions(customer_id, created_at DESC);
+
+-- Optimize webhook processing
+CREATE INDEX IF NOT EXISTS idx_webhook_events_type_status
+ON webhook_events(type, status, created_at);
+
+CREATE INDEX IF NOT EXISTS idx_webhook_events_unprocessed
+ON webhook_events(created_at)
+WHERE status IN ('pending', 'deferred');
+
+-- Optimize feature grants
+CREATE INDEX IF NOT EXISTS idx_feature_grants_customer
+ON feature_grants(customer_id, feature_id);
+
+-- Analyze tables for query planner
+ANALYZE customers;
+ANALYZE subscriptions;
+ANALYZE checkout_sessions;
+ANALYZE webhook_events;
+ANALYZE feature_grants;
+
+-- 006_rpc_functions.sql
 -- Atomic subscription creation with all related records
 CREATE OR REPLACE FUNCTION create_subscription_atomic(
   p_subscription JSONB,
