@@ -27,6 +27,8 @@ BEGIN
       USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
   END IF;
   IF TG_OP = 'INSERT' THEN
+    -- The stamps entering canceled/expired by UPDATE gets below; CHECKs check_ended_stamped and
+    -- check_canceled_stamped hold them whatever writes the row.
     IF NEW.status IN ('canceled', 'expired') THEN
       NEW.ended_at := coalesce(NEW.ended_at, now());
       IF NEW.status = 'canceled' THEN

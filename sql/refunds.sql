@@ -41,6 +41,7 @@ BEGIN
     WHERE p.organization_id = NEW.organization_id AND p.stripe_payment_intent_id = NEW.payment_intent_id
     RETURNING p.amount, p.currency INTO v_payment_amount, v_payment_currency;
     IF FOUND THEN -- a missing payment is the foreign key's to report (23503)
+      -- Twins: record_refund checks currency (22023) and bound first, to answer a call with its totals.
       IF NEW.currency <> v_payment_currency THEN
         RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'check_violation',
           DETAIL = format('refund: %s, payment %s: %s', NEW.currency, NEW.payment_intent_id, v_payment_currency);
@@ -138,6 +139,8 @@ BEGIN
     END IF;
     RETURN jsonb_build_object('refund_id', v_existing.id, 'status', v_existing.status, 'duplicate', true);
   END IF;
+  -- Twins of guard_refund_status's checks (which hold them for direct writes and at every
+  -- isolation level): here they answer a call early, with its totals.
   IF v_currency <> v_payment.currency THEN
     RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'invalid_parameter_value',
       DETAIL = format('refund: %s, payment %s: %s', v_currency, p_payment_intent_id, v_payment.currency);

@@ -14,6 +14,16 @@ pub const MAX_AMOUNT: i64 = 999_999_999_999;
 /// stays fast (validation is linear, and each element is a row).
 pub const MAX_FEATURES: usize = 10_000;
 
+/// The one rule on how many elements `p_features` may have (checked before they are read, too).
+pub fn feature_count(n: usize) -> Result<(), String> {
+    if n > MAX_FEATURES {
+        return Err(format!(
+            "p_features has {n} elements, at most {MAX_FEATURES}"
+        ));
+    }
+    Ok(())
+}
+
 /// A validated `p_subscription`. Times are Postgres timestamptz values (microseconds since 2000).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -135,12 +145,7 @@ pub fn subscription(value: &Value) -> Result<Subscription, String> {
 /// Parses `p_features`: each `{"feature_id": uuid, "metadata": {...}}`; repeated ids are merged
 /// (metadata objects combined, later keys win). Sorted by id, so the order does not matter.
 pub fn features(elements: &[Option<Value>]) -> Result<Vec<Feature>, String> {
-    if elements.len() > MAX_FEATURES {
-        return Err(format!(
-            "p_features has {} elements, at most {MAX_FEATURES}",
-            elements.len()
-        ));
-    }
+    feature_count(elements.len())?;
     // Keyed by id: merging costs n log n (a search of the list so far was quadratic).
     let mut merged: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
     for (i, element) in elements.iter().enumerate() {

@@ -126,13 +126,7 @@ pub fn feature_elements(p_features: Option<Array<JsonText>>) -> Result<Vec<Optio
     let Some(array) = p_features else {
         return Ok(Vec::new());
     };
-    if array.len() > input::MAX_FEATURES {
-        return Err(format!(
-            "p_features has {} elements, at most {}",
-            array.len(),
-            input::MAX_FEATURES
-        ));
-    }
+    input::feature_count(array.len())?;
     Ok(array
         .iter()
         .enumerate()
