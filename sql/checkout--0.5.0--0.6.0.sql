@@ -19,6 +19,10 @@
 --  * setting_seconds()/setting_integer() are native, so a lifetime a non-superuser SET before the
 --    library loaded is discarded;
 --  * check_invariants() reports a payment refunded beyond its amount.
+-- And the write-parity work (issue 16): tenant-first keys (every primary and unique key of a
+-- tenant table starts with organization_id; provider ids unique per organization where set), the
+-- organization foreign keys a composite one implies dropped, indexes rebuilt tenant-first where
+-- their query names the organization.
 -- Also in the library (no SQL change): lifetimes are superuser settings, jsonb arguments are read
 -- without XX000, p_features is bounded and linear, normalize_email drops characters that render as
 -- nothing (rules version 2: run SELECT checkout.renormalize_email_variants() after the update, and
@@ -27,8 +31,9 @@
 -- leave them NULL) gets its updated_at there, without audit (a repair, not a change); nothing else.
 -- Payments already refunded beyond their amount are listed in a WARNING and by check_invariants().
 -- The update stops, changing nothing, if a table holds an amount above the bound.
--- Locks: the new constraints scan subscriptions, checkout_sessions, payment_intents and refunds
--- under an ACCESS EXCLUSIVE lock.
+-- Locks: every tenant table is held under ACCESS EXCLUSIVE while its keys and indexes are rebuilt
+-- and its foreign keys re-validated (the README gives the time per million rows); the new CHECKs
+-- scan subscriptions, checkout_sessions, payment_intents and refunds.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.6.0'" to load this file. \quit
 
 DO $$
@@ -65,17 +70,11 @@ SET ended_at = coalesce(ended_at, updated_at),
 WHERE (status IN ('canceled', 'expired') AND ended_at IS NULL) OR (status = 'canceled' AND canceled_at IS NULL);
 SET LOCAL session_replication_role = origin;
 
-ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_stripe_subscription_id_key,
-  ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (organization_id, stripe_subscription_id),
-  ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
+ALTER TABLE checkout.subscriptions ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   ADD CONSTRAINT check_ended_stamped CHECK (status NOT IN ('canceled', 'expired') OR ended_at IS NOT NULL),
   ADD CONSTRAINT check_canceled_stamped CHECK (status <> 'canceled' OR canceled_at IS NOT NULL);
-ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_stripe_session_id_key,
-  ADD CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (organization_id, stripe_session_id),
-  ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
-ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_stripe_refund_id_key,
-  ADD CONSTRAINT refunds_stripe_refund_id_key UNIQUE (organization_id, stripe_refund_id),
-  ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
+ALTER TABLE checkout.checkout_sessions ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
+ALTER TABLE checkout.refunds ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
 ALTER TABLE checkout.payment_intents ADD CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999);
 
 DROP INDEX checkout.reconciliation_queue_open_item;
@@ -105,304 +104,218 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'setting_integer_wrapper';
 
 
--- The trigger functions: run only on their own table.
+-- Tenant-first keys (issue 16). Every primary and unique key of a tenant table starts with
+-- organization_id: PRIMARY KEY (organization_id, id) replaces both the (id) key and the
+-- (organization_id, id) unique; idempotency keys are keyed by (organization_id, key); provider ids
+-- are unique per organization where they are set. The composite foreign keys are re-created on
+-- the new keys; the organization foreign keys that a composite one already implies are dropped
+-- (deleting an organization still cascades through customers and payments). Each index is
+-- rebuilt tenant-first where its query names the organization (see sql/schema.sql).
+-- Locks: every tenant table is rewritten-indexed under ACCESS EXCLUSIVE; the README gives the
+-- time per million rows.
+ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_customer_id_fkey,
+  DROP CONSTRAINT subscriptions_product_id_fkey;
+ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_customer_id_fkey,
+  DROP CONSTRAINT checkout_sessions_product_id_fkey;
+ALTER TABLE checkout.payment_intents DROP CONSTRAINT payment_intents_customer_id_fkey,
+  DROP CONSTRAINT payment_intents_subscription_id_fkey, DROP CONSTRAINT payment_intents_checkout_session_id_fkey;
+ALTER TABLE checkout.feature_grants DROP CONSTRAINT feature_grants_customer_id_fkey,
+  DROP CONSTRAINT feature_grants_feature_id_fkey, DROP CONSTRAINT feature_grants_subscription_id_fkey;
+ALTER TABLE checkout.trial_history DROP CONSTRAINT trial_history_customer_id_fkey,
+  DROP CONSTRAINT trial_history_product_id_fkey, DROP CONSTRAINT trial_history_subscription_id_fkey;
+ALTER TABLE checkout.customer_email_variants DROP CONSTRAINT customer_email_variants_customer_id_fkey;
+ALTER TABLE checkout.subscription_changes DROP CONSTRAINT subscription_changes_changed_by_fkey;
+ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_subscription_id_fkey;
+
+ALTER TABLE checkout.users DROP CONSTRAINT users_pkey, DROP CONSTRAINT users_org_id_key,
+  ADD CONSTRAINT users_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.customers DROP CONSTRAINT customers_pkey, DROP CONSTRAINT customers_org_id_key,
+  ADD CONSTRAINT customers_pkey PRIMARY KEY (organization_id, id) INCLUDE (deleted_at);
+ALTER TABLE checkout.products DROP CONSTRAINT products_pkey, DROP CONSTRAINT products_org_id_key,
+  ADD CONSTRAINT products_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.features DROP CONSTRAINT features_pkey, DROP CONSTRAINT features_org_id_key,
+  ADD CONSTRAINT features_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_pkey, DROP CONSTRAINT subscriptions_org_id_key,
+  DROP CONSTRAINT subscriptions_stripe_subscription_id_key,
+  ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_pkey, DROP CONSTRAINT checkout_sessions_org_id_key,
+  DROP CONSTRAINT checkout_sessions_stripe_session_id_key,
+  ADD CONSTRAINT checkout_sessions_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.payment_intents DROP CONSTRAINT payment_intents_pkey, DROP CONSTRAINT payment_intents_org_id_key,
+  ADD CONSTRAINT payment_intents_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.feature_grants DROP CONSTRAINT feature_grants_pkey, DROP CONSTRAINT unique_feature_grant,
+  DROP CONSTRAINT feature_grants_organization_id_fkey,
+  ADD CONSTRAINT feature_grants_pkey PRIMARY KEY (organization_id, id),
+  ADD CONSTRAINT unique_feature_grant UNIQUE (organization_id, subscription_id, feature_id, customer_id);
+ALTER TABLE checkout.webhook_events DROP CONSTRAINT webhook_events_pkey,
+  ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.idempotency_keys DROP CONSTRAINT idempotency_keys_pkey, DROP CONSTRAINT idempotency_keys_org_key_key,
+  ADD CONSTRAINT idempotency_keys_org_key_key PRIMARY KEY (organization_id, key);
+ALTER TABLE checkout.trial_history DROP CONSTRAINT trial_history_pkey, DROP CONSTRAINT trial_history_organization_id_fkey,
+  ADD CONSTRAINT trial_history_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.customer_email_variants DROP CONSTRAINT customer_email_variants_pkey,
+  ADD CONSTRAINT customer_email_variants_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.subscription_changes DROP CONSTRAINT subscription_changes_pkey,
+  ADD CONSTRAINT subscription_changes_pkey PRIMARY KEY (organization_id, id);
+ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_pkey, DROP CONSTRAINT refunds_stripe_refund_id_key,
+  DROP CONSTRAINT refunds_organization_id_fkey,
+  ADD CONSTRAINT refunds_pkey PRIMARY KEY (organization_id, id);
+
+ALTER TABLE checkout.subscriptions
+  ADD CONSTRAINT subscriptions_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE NO ACTION,
+  ADD CONSTRAINT subscriptions_product_id_fkey FOREIGN KEY (organization_id, product_id)
+    REFERENCES checkout.products (organization_id, id) ON DELETE NO ACTION;
+ALTER TABLE checkout.checkout_sessions
+  ADD CONSTRAINT checkout_sessions_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT checkout_sessions_product_id_fkey FOREIGN KEY (organization_id, product_id)
+    REFERENCES checkout.products (organization_id, id) ON DELETE CASCADE;
+ALTER TABLE checkout.payment_intents
+  ADD CONSTRAINT payment_intents_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT payment_intents_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id),
+  ADD CONSTRAINT payment_intents_checkout_session_id_fkey FOREIGN KEY (organization_id, checkout_session_id)
+    REFERENCES checkout.checkout_sessions (organization_id, id) ON DELETE SET NULL (checkout_session_id);
+ALTER TABLE checkout.feature_grants
+  ADD CONSTRAINT feature_grants_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT feature_grants_feature_id_fkey FOREIGN KEY (organization_id, feature_id)
+    REFERENCES checkout.features (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT feature_grants_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE CASCADE;
+ALTER TABLE checkout.trial_history
+  ADD CONSTRAINT trial_history_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT trial_history_product_id_fkey FOREIGN KEY (organization_id, product_id)
+    REFERENCES checkout.products (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT trial_history_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id);
+ALTER TABLE checkout.customer_email_variants
+  ADD CONSTRAINT customer_email_variants_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE;
+ALTER TABLE checkout.subscription_changes
+  ADD CONSTRAINT subscription_changes_changed_by_fkey FOREIGN KEY (organization_id, changed_by)
+    REFERENCES checkout.users (organization_id, id) ON DELETE SET NULL (changed_by);
+ALTER TABLE checkout.refunds
+  ADD CONSTRAINT refunds_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id);
+
+DROP INDEX checkout.idx_customers_email_org, checkout.idx_customers_external_id_org, checkout.idx_customers_stripe_id,
+  checkout.idx_subscriptions_customer_product, checkout.idx_subscriptions_active, checkout.idx_subscriptions_ending,
+  checkout.idx_subscriptions_trial_ending, checkout.idx_subscriptions_product, checkout.idx_checkout_sessions_customer,
+  checkout.idx_payment_intents_subscription, checkout.idx_payment_intents_customer, checkout.idx_payment_intents_session,
+  checkout.idx_feature_grants_customer, checkout.idx_feature_grants_subscription, checkout.idx_feature_grants_feature,
+  checkout.idx_idempotency_keys_status, checkout.idx_trial_history_customer, checkout.idx_trial_history_product,
+  checkout.idx_trial_history_subscription, checkout.idx_subscription_changes_sub, checkout.idx_subscription_changes_changed_by,
+  checkout.idx_refunds_payment, checkout.idx_refunds_subscription;
+CREATE INDEX customers_id_idx ON checkout.customers (id) INCLUDE (organization_id, deleted_at);
+CREATE INDEX idx_customers_email_org ON checkout.customers (organization_id, email) WHERE deleted_at IS NULL;
+CREATE INDEX idx_customers_external_id_org ON checkout.customers (organization_id, external_id)
+  WHERE external_id IS NOT NULL AND deleted_at IS NULL;
+CREATE INDEX idx_customers_stripe_id ON checkout.customers (organization_id, stripe_customer_id)
+  WHERE stripe_customer_id IS NOT NULL;
+CREATE UNIQUE INDEX subscriptions_stripe_subscription_id_key ON checkout.subscriptions (organization_id, stripe_subscription_id)
+  WHERE stripe_subscription_id IS NOT NULL;
+CREATE INDEX idx_subscriptions_customer_product ON checkout.subscriptions (organization_id, customer_id, product_id);
+CREATE INDEX idx_subscriptions_active ON checkout.subscriptions (organization_id, customer_id)
+  WHERE status IN ('active', 'trialing');
+CREATE INDEX idx_subscriptions_ending ON checkout.subscriptions (current_period_end) WHERE status = 'active';
+CREATE INDEX idx_subscriptions_trial_ending ON checkout.subscriptions (trial_end)
+  WHERE status = 'trialing' AND trial_end IS NOT NULL;
+CREATE INDEX idx_subscriptions_product ON checkout.subscriptions (organization_id, product_id, status);
+CREATE UNIQUE INDEX checkout_sessions_stripe_session_id_key ON checkout.checkout_sessions (organization_id, stripe_session_id)
+  WHERE stripe_session_id IS NOT NULL;
+CREATE INDEX idx_checkout_sessions_customer ON checkout.checkout_sessions (organization_id, customer_id, created_at DESC);
+CREATE INDEX idx_payment_intents_subscription ON checkout.payment_intents (organization_id, subscription_id)
+  WHERE subscription_id IS NOT NULL;
+CREATE INDEX idx_payment_intents_customer ON checkout.payment_intents (organization_id, customer_id)
+  WHERE customer_id IS NOT NULL;
+CREATE INDEX idx_payment_intents_session ON checkout.payment_intents (organization_id, checkout_session_id)
+  WHERE checkout_session_id IS NOT NULL;
+CREATE INDEX idx_feature_grants_customer ON checkout.feature_grants (organization_id, customer_id, feature_id);
+CREATE INDEX idx_feature_grants_feature ON checkout.feature_grants (organization_id, feature_id);
+CREATE INDEX idx_webhook_events_id ON checkout.webhook_events (id);
+CREATE INDEX idx_idempotency_keys_status ON checkout.idempotency_keys (status) WHERE status <> 'completed';
+CREATE INDEX idx_trial_history_customer ON checkout.trial_history (organization_id, customer_id);
+CREATE INDEX idx_trial_history_product ON checkout.trial_history (organization_id, product_id);
+CREATE INDEX idx_trial_history_subscription ON checkout.trial_history (organization_id, subscription_id)
+  WHERE subscription_id IS NOT NULL;
+CREATE INDEX idx_subscription_changes_sub ON checkout.subscription_changes (organization_id, subscription_id, created_at);
+CREATE INDEX idx_subscription_changes_changed_by ON checkout.subscription_changes (organization_id, changed_by)
+  WHERE changed_by IS NOT NULL;
+CREATE UNIQUE INDEX refunds_stripe_refund_id_key ON checkout.refunds (organization_id, stripe_refund_id)
+  WHERE stripe_refund_id IS NOT NULL;
+CREATE INDEX idx_refunds_payment ON checkout.refunds (organization_id, payment_intent_id);
+CREATE INDEX idx_refunds_subscription ON checkout.refunds (organization_id, subscription_id) WHERE subscription_id IS NOT NULL;
+
+-- The trigger functions: native (no PL/pgSQL on a write path, no SET search_path: every name
+-- they use is qualified, every operator pinned), and run only on their own table.
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  IF TG_RELID <> 'checkout.subscriptions'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.guard_subscription_update() runs only as a trigger of checkout.subscriptions'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  IF TG_OP = 'INSERT' THEN
-    -- The stamps entering canceled/expired by UPDATE gets below; CHECKs check_ended_stamped and
-    -- check_canceled_stamped hold them whatever writes the row.
-    IF NEW.status IN ('canceled', 'expired') THEN
-      NEW.ended_at := coalesce(NEW.ended_at, now());
-      IF NEW.status = 'canceled' THEN
-        NEW.canceled_at := coalesce(NEW.canceled_at, now());
-      END IF;
-      NEW.cancel_at_period_end := false;
-    END IF;
-    RETURN NEW;
-  END IF;
-  IF NEW.organization_id <> OLD.organization_id OR NEW.customer_id <> OLD.customer_id THEN
-    RAISE EXCEPTION 'a subscription cannot move to another customer or organization'
-      USING ERRCODE = 'triggered_action_exception', DETAIL = format('subscription_id: %s', OLD.id),
-            HINT = 'Cancel it and create a subscription for the other customer.';
-  END IF;
-  IF NEW.status IS DISTINCT FROM OLD.status THEN
-    IF NOT checkout.subscription_transition_allowed(OLD.status, NEW.status) THEN
-      RAISE EXCEPTION 'subscription status cannot change from % to %', OLD.status, NEW.status
-        USING ERRCODE = 'triggered_action_exception', DETAIL = format('subscription_id: %s', OLD.id),
-              HINT = format('From %s a subscription may become: %s.', OLD.status,
-                            coalesce((SELECT string_agg(t.to_status, ', ') FROM checkout.subscription_transitions() t
-                                      WHERE t.from_status = OLD.status), 'nothing (final)'));
-    END IF;
-    -- Within the period it was canceled in (OLD: an UPDATE that also moves current_period_end
-    -- cannot revive one whose period is over), into a period that is not over either (NEW).
-    IF OLD.status = 'canceled' AND (OLD.current_period_end <= now() OR NEW.current_period_end <= now()) THEN
-      RAISE EXCEPTION 'a canceled subscription can only be reactivated within its period'
-        USING ERRCODE = 'triggered_action_exception',
-              DETAIL = format('subscription_id: %s, current_period_end: %s', OLD.id, OLD.current_period_end),
-              HINT = 'Create a new subscription instead.';
-    END IF;
-    IF NEW.status IN ('canceled', 'expired') THEN
-      NEW.ended_at := coalesce(NEW.ended_at, now());
-      IF NEW.status = 'canceled' THEN
-        NEW.canceled_at := coalesce(NEW.canceled_at, now());
-      END IF;
-    ELSIF OLD.status = 'canceled' THEN
-      NEW.canceled_at := NULL;
-      NEW.ended_at := NULL;
-      NEW.cancellation_reason := NULL;
-    END IF;
-  END IF;
-  IF NEW.status IN ('canceled', 'expired') THEN
-    NEW.cancel_at_period_end := false; -- nothing left to cancel
-  END IF;
-  NEW.updated_at := now();
-  RETURN NEW;
-END $$;
-
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'guard_subscription_update_wrapper';
 CREATE OR REPLACE FUNCTION checkout.audit_subscription_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_context jsonb := checkout.subscription_change_context();
-  v_actor text := coalesce(v_context->>'changed_by', nullif(current_setting('checkout.actor', true), ''));
-  v_type text;
-  v_row checkout.subscriptions;
-  v_old jsonb;
-  v_new jsonb;
-  v_was_active boolean;
-  v_is_active boolean;
-BEGIN
-  IF TG_RELID <> 'checkout.subscriptions'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
-    RAISE EXCEPTION 'checkout.audit_subscription_change() runs only as a trigger of checkout.subscriptions'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  IF TG_OP = 'INSERT' THEN
-    v_row := NEW;
-    v_type := 'created';
-    v_new := to_jsonb(NEW);
-    v_was_active := false;
-    v_is_active := NEW.status IN ('active', 'trialing');
-  ELSIF TG_OP = 'DELETE' THEN
-    -- Deleting the organization deletes its audit trail too: nothing to record.
-    IF NOT EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = OLD.organization_id) THEN
-      RETURN NULL;
-    END IF;
-    v_row := OLD;
-    v_type := 'deleted';
-    v_old := to_jsonb(OLD);
-    v_was_active := OLD.status IN ('active', 'trialing');
-    v_is_active := false;
-  ELSE
-    v_row := NEW;
-    v_old := to_jsonb(OLD);
-    SELECT jsonb_object_agg(n.key, n.value) INTO v_new
-    FROM jsonb_each(to_jsonb(NEW)) n WHERE n.value IS DISTINCT FROM v_old -> n.key;
-    IF v_new IS NULL THEN
-      RETURN NULL;
-    END IF;
-    v_type := coalesce(v_context->>'change_type', nullif(current_setting('checkout.change_type', true), ''), 'updated');
-    v_was_active := OLD.status IN ('active', 'trialing');
-    v_is_active := NEW.status IN ('active', 'trialing');
-  END IF;
-
-  INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, old_values, new_values,
-                                             changed_by, changed_by_type, reason, created_at)
-  VALUES (v_row.organization_id, v_row.id, v_type, v_old, v_new, v_actor::uuid,
-          CASE WHEN v_actor IS NULL THEN 'system' ELSE 'user' END,
-          coalesce(v_context->>'reason', nullif(current_setting('checkout.change_reason', true), '')),
-          clock_timestamp()); -- orders several changes of one transaction
-
-  -- Counters. Incremental where the new value follows from the locked row; a recount (after the
-  -- lock, so it sees every committed change) where another subscription may keep the flag set.
-  IF TG_OP = 'INSERT' THEN
-    UPDATE checkout.customers SET subscription_count = subscription_count + 1,
-           has_active_subscription = has_active_subscription OR v_is_active, updated_at = now()
-    WHERE id = NEW.customer_id;
-  ELSIF TG_OP = 'DELETE' THEN
-    UPDATE checkout.customers SET subscription_count = subscription_count - 1, updated_at = now()
-    WHERE id = OLD.customer_id;
-  ELSIF v_is_active AND NOT v_was_active THEN
-    UPDATE checkout.customers SET has_active_subscription = true, updated_at = now() WHERE id = NEW.customer_id;
-  ELSIF v_was_active AND NOT v_is_active THEN
-    PERFORM 1 FROM checkout.customers WHERE id = NEW.customer_id FOR NO KEY UPDATE;
-  END IF;
-  IF v_was_active AND NOT v_is_active THEN
-    UPDATE checkout.customers c
-    SET has_active_subscription = EXISTS (SELECT 1 FROM checkout.subscriptions s
-                                          WHERE s.customer_id = c.id AND s.status IN ('active', 'trialing')),
-        updated_at = now()
-    WHERE c.id = v_row.customer_id;
-  END IF;
-
-  -- One trial per (organization, customer, product), whatever the path: entering trialing (or
-  -- moving to another product while trialing) records the trial, or takes over a trial whose
-  -- subscription was deleted; a second trial is refused.
-  IF TG_OP <> 'DELETE' AND NEW.status = 'trialing'
-     AND (TG_OP = 'INSERT' OR OLD.status <> 'trialing' OR OLD.product_id <> NEW.product_id) THEN
-    INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
-    VALUES (NEW.organization_id, NEW.customer_id, NEW.product_id, NEW.id,
-            least(coalesce(NEW.trial_start, now()), coalesce(NEW.trial_end, NEW.current_period_end)),
-            coalesce(NEW.trial_end, NEW.current_period_end))
-    ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, updated_at = now()
-    WHERE t.subscription_id IS NULL OR t.subscription_id = EXCLUDED.subscription_id;
-    IF NOT FOUND THEN
-      RAISE EXCEPTION 'the customer already had a trial of this product'
-        USING ERRCODE = 'triggered_action_exception',
-              DETAIL = format('subscription_id: %s, customer_id: %s, product_id: %s', NEW.id, NEW.customer_id, NEW.product_id),
-              HINT = 'Use check_trial_eligibility() before granting a trial; create_subscription_atomic does.';
-    END IF;
-  END IF;
-
-  IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status THEN
-    IF NEW.status IN ('canceled', 'expired') THEN
-      UPDATE checkout.feature_grants SET revoked_at = greatest(now(), granted_at)
-      WHERE subscription_id = NEW.id AND revoked_at IS NULL;
-    ELSIF OLD.status = 'canceled' THEN
-      -- Reactivated: the grants its cancellation revoked come back (not those a plan change revoked).
-      UPDATE checkout.feature_grants SET revoked_at = NULL
-      WHERE subscription_id = NEW.id AND revoked_at >= OLD.ended_at;
-    END IF;
-    IF OLD.status = 'trialing' AND NEW.status = 'active' THEN
-      UPDATE checkout.trial_history SET converted = true, conversion_date = now(), updated_at = now()
-      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
-    ELSIF OLD.status = 'trialing' AND NEW.status IN ('canceled', 'expired') THEN
-      UPDATE checkout.trial_history SET cancellation_reason = coalesce(NEW.cancellation_reason, NEW.status), updated_at = now()
-      WHERE subscription_id = NEW.id AND product_id = NEW.product_id;
-    END IF;
-  END IF;
-  IF TG_OP <> 'UPDATE' OR NEW.status IS DISTINCT FROM OLD.status OR NEW.product_id <> OLD.product_id
-     OR NEW.amount <> OLD.amount THEN
-    -- A plan change touches two products: lock both in id order first (as end_subscription_periods
-    -- does), so two plan changes between the same products in opposite directions cannot deadlock.
-    IF TG_OP = 'UPDATE' AND NEW.product_id <> OLD.product_id THEN
-      PERFORM 1 FROM checkout.products WHERE id IN (NEW.product_id, OLD.product_id) ORDER BY id FOR NO KEY UPDATE;
-    END IF;
-    UPDATE checkout.products SET metrics_last_calculated_at = NULL
-    WHERE id IN (v_row.product_id, OLD.product_id) AND metrics_last_calculated_at IS NOT NULL;
-  END IF;
-  RETURN NULL;
-END $$;
-
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'audit_subscription_change_wrapper';
 CREATE OR REPLACE FUNCTION checkout.track_customer_email() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_normalized text;
-BEGIN
-  IF TG_RELID <> 'checkout.customers'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
-    RAISE EXCEPTION 'checkout.track_customer_email() runs only as a trigger of checkout.customers'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  IF TG_OP = 'UPDATE' AND NEW.email IS NOT DISTINCT FROM OLD.email THEN
-    RETURN NULL;
-  END IF;
-  v_normalized := checkout.normalize_email(NEW.email);
-  INSERT INTO checkout.customer_email_variants
-    (organization_id, customer_id, email, email_normalized, email_domain, rules_version)
-  VALUES (NEW.organization_id, NEW.id, NEW.email, v_normalized, split_part(v_normalized, '@', 2),
-          checkout.email_rules_version())
-  ON CONFLICT (organization_id, customer_id, lower(email)) DO NOTHING;
-  RETURN NULL;
-END $$;
-
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'track_customer_email_wrapper';
 CREATE OR REPLACE FUNCTION checkout.merge_duplicate_email_variant() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  IF TG_RELID <> 'checkout.customer_email_variants'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.merge_duplicate_email_variant() runs only as a trigger of checkout.customer_email_variants'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  UPDATE checkout.customer_email_variants v
-     SET id = NEW.id, email = NEW.email, email_normalized = NEW.email_normalized,
-         email_domain = NEW.email_domain, rules_version = NEW.rules_version, created_at = NEW.created_at
-   WHERE v.organization_id = NEW.organization_id AND v.customer_id = NEW.customer_id
-     AND lower(v.email) = lower(NEW.email) AND v.created_at > NEW.created_at;
-  IF FOUND OR EXISTS (SELECT 1 FROM checkout.customer_email_variants v
-                      WHERE v.organization_id = NEW.organization_id AND v.customer_id = NEW.customer_id
-                        AND lower(v.email) = lower(NEW.email)) THEN
-    RETURN NULL;
-  END IF;
-  RETURN NEW;
-END $$;
-
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'merge_duplicate_email_variant_wrapper';
 CREATE OR REPLACE FUNCTION checkout.guard_refund_status() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'guard_refund_status_wrapper';
+CREATE FUNCTION checkout.guard_payment_refunded() RETURNS trigger
+LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'guard_payment_refunded_wrapper';
+
+-- Tenant-first lookups in the jobs.
+CREATE OR REPLACE FUNCTION checkout.end_subscription_periods(p_batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
+AS $$
 DECLARE
-  v_payment_amount bigint;
-  v_payment_currency text;
-  v_refunded bigint;
+  v_orgs uuid[];
+  v_due uuid[];
+  v_customers uuid[];
+  v_products uuid[];
+  v_count integer;
 BEGIN
-  IF TG_RELID <> 'checkout.refunds'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.guard_refund_status() runs only as a trigger of checkout.refunds'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status
-     AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
-    RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
-      USING ERRCODE = 'triggered_action_exception',
-            DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
-            HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
-  END IF;
-  IF NEW.status = 'succeeded' AND (TG_OP = 'INSERT' OR OLD.status <> 'succeeded') THEN
-    NEW.completed_at := coalesce(NEW.completed_at, now());
-  END IF;
-  -- Only a change that can raise the payment's refunded total is checked (a status moving from
-  -- pending to succeeded cannot).
-  IF NEW.status IN ('pending', 'succeeded')
-     AND (TG_OP = 'INSERT' OR OLD.status NOT IN ('pending', 'succeeded') OR NEW.amount > OLD.amount
-          OR NEW.currency <> OLD.currency
-          OR NEW.organization_id <> OLD.organization_id OR NEW.payment_intent_id <> OLD.payment_intent_id) THEN
-    -- updated_at = updated_at: a real row version (what conflicts with an older snapshot) that
-    -- changes no value (a restore reproduces the rows exactly).
-    UPDATE checkout.payment_intents p SET updated_at = p.updated_at
-    WHERE p.organization_id = NEW.organization_id AND p.stripe_payment_intent_id = NEW.payment_intent_id
-    RETURNING p.amount, p.currency INTO v_payment_amount, v_payment_currency;
-    IF FOUND THEN -- a missing payment is the foreign key's to report (23503)
-      -- Twins: record_refund checks currency (22023) and bound first, to answer a call with its totals.
-      IF NEW.currency <> v_payment_currency THEN
-        RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'check_violation',
-          DETAIL = format('refund: %s, payment %s: %s', NEW.currency, NEW.payment_intent_id, v_payment_currency);
-      END IF;
-      SELECT coalesce(sum(r.amount), 0) INTO v_refunded FROM checkout.refunds r
-      WHERE r.organization_id = NEW.organization_id AND r.payment_intent_id = NEW.payment_intent_id
-        AND r.status IN ('pending', 'succeeded')
-        AND r.id <> (CASE WHEN TG_OP = 'UPDATE' THEN OLD.id ELSE NEW.id END);
-      IF v_refunded + NEW.amount > v_payment_amount THEN
-        RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
-          DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
-                          NEW.payment_intent_id, v_payment_amount, v_refunded, NEW.amount),
-          HINT = 'Refund at most the remaining amount.';
-      END IF;
-    END IF;
-  END IF;
-  RETURN NEW;
+  -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
+  -- and product it points to (which the row lock taken here keeps as they are).
+  SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
+  INTO v_orgs, v_due, v_customers, v_products FROM (
+    SELECT organization_id, id, customer_id, product_id FROM checkout.subscriptions
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+    ORDER BY current_period_end LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED) due;
+  -- The rows the triggers will touch, locked customers first, then products, each in id order:
+  -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
+  -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
+  -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
+  -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
+  -- hold, a lock order no single call follows.
+  PERFORM 1 FROM checkout.customers c
+  WHERE (c.organization_id, c.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_customers) AS d(organization_id, id))
+  ORDER BY c.id FOR NO KEY UPDATE;
+  PERFORM 1 FROM checkout.products p
+  WHERE (p.organization_id, p.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_products) AS d(organization_id, id))
+  ORDER BY p.id FOR NO KEY UPDATE;
+  UPDATE checkout.subscriptions s SET status = 'canceled'
+  FROM unnest(v_orgs, v_due) AS d(organization_id, id)
+  WHERE s.organization_id = d.organization_id AND s.id = d.id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  RETURN v_count;
 END $$;
 
-CREATE OR REPLACE FUNCTION checkout.guard_payment_refunded() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_refunded bigint;
-  v_currencies text;
-BEGIN
-  IF TG_RELID <> 'checkout.payment_intents'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.guard_payment_refunded() runs only as a trigger of checkout.payment_intents'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  SELECT coalesce(sum(r.amount), 0), string_agg(DISTINCT r.currency, ', ') INTO v_refunded, v_currencies
-  FROM checkout.refunds r
-  WHERE r.organization_id = OLD.organization_id AND r.payment_intent_id = OLD.stripe_payment_intent_id
-    AND r.status IN ('pending', 'succeeded');
-  IF v_refunded > NEW.amount OR (v_refunded > 0 AND NEW.currency <> OLD.currency) THEN
-    RAISE EXCEPTION 'a payment''s amount and currency must cover its refunds' USING ERRCODE = 'check_violation',
-      DETAIL = format('payment %s: amount %s %s, refunded or pending: %s %s', OLD.stripe_payment_intent_id,
-                      NEW.amount, NEW.currency, v_refunded, v_currencies),
-      HINT = 'Cancel or fail refunds first.';
-  END IF;
-  RETURN NEW;
-END $$;
+CREATE OR REPLACE FUNCTION checkout.renormalize_email_variants() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH changed AS (
+    UPDATE checkout.customer_email_variants v
+       SET email_normalized = n.normalized, email_domain = split_part(n.normalized, '@', 2),
+           rules_version = checkout.email_rules_version()
+      FROM (SELECT organization_id, id, checkout.normalize_email(email) AS normalized
+              FROM checkout.customer_email_variants) n
+     WHERE n.organization_id = v.organization_id AND n.id = v.id
+       AND (v.rules_version <> checkout.email_rules_version() OR v.email_normalized <> n.normalized)
+    RETURNING 1)
+  SELECT count(*) FROM changed
+$$;
 
 CREATE TRIGGER subscriptions_stamp_ended BEFORE INSERT ON checkout.subscriptions
   FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired') AND NOT checkout.restoring('subscriptions'))
@@ -525,24 +438,24 @@ DECLARE
   v_count integer;
 BEGIN
   WITH stale AS (
-    SELECT id FROM checkout.products
+    SELECT organization_id, id FROM checkout.products
     WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
     ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED),
   figures AS (
-    SELECT stale.id,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active') AS active,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'trialing') AS trialing,
+    SELECT stale.organization_id, stale.id,
+      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active') AS active,
+      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'trialing') AS trialing,
       (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
          -- numeric throughout: no amount, however large, can make the job fail (for every product).
          SELECT s.currency, round(sum(s.amount::numeric * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
                                                    WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
-         FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active'
+         FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active'
          GROUP BY s.currency) m) AS mrr
     FROM stale)
   UPDATE checkout.products p
   SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
       metrics_mrr = f.mrr, metrics_last_calculated_at = now()
-  FROM figures f WHERE p.id = f.id;
+  FROM figures f WHERE p.organization_id = f.organization_id AND p.id = f.id;
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END $$;
@@ -553,23 +466,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   -- every subscription has its 'created' audit row
   SELECT 'subscription without its created audit row', s.id::text
   FROM checkout.subscriptions s
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.subscription_id = s.id AND c.change_type = 'created')
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.organization_id = s.organization_id AND c.subscription_id = s.id AND c.change_type = 'created')
   UNION ALL
   -- ...and only one: a path that wrote the audit row itself and let the trigger write another would
   -- leave two. Rows followed by a 'deleted' row belong to an earlier life of a re-inserted id.
   SELECT 'subscription with more than one created audit row', format('%s (%s)', c.subscription_id, count(*))
   FROM checkout.subscription_changes c
   WHERE c.change_type = 'created'
-    AND EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = c.subscription_id)
+    AND EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.organization_id = c.organization_id AND s.id = c.subscription_id)
     AND NOT EXISTS (SELECT 1 FROM checkout.subscription_changes d
-                    WHERE d.subscription_id = c.subscription_id AND d.change_type = 'deleted' AND d.created_at >= c.created_at)
-  GROUP BY c.subscription_id HAVING count(*) > 1
+                    WHERE d.organization_id = c.organization_id AND d.subscription_id = c.subscription_id AND d.change_type = 'deleted' AND d.created_at >= c.created_at)
+  GROUP BY c.organization_id, c.subscription_id HAVING count(*) > 1
   UNION ALL
   -- a trialing subscription has its trial recorded
   SELECT 'trialing subscription without trial_history', s.id::text
   FROM checkout.subscriptions s
   WHERE s.status = 'trialing'
-    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.subscription_id = s.id)
+    AND NOT EXISTS (SELECT 1 FROM checkout.trial_history t WHERE t.organization_id = s.organization_id AND t.subscription_id = s.id)
   UNION ALL
   -- at most one active or trialing subscription per (organization, customer, product)
   SELECT 'duplicate active subscription', format('customer %s, product %s: %s', customer_id, product_id, count(*))
@@ -578,7 +491,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   UNION ALL
   -- grants belong to the subscription's customer and organization
   SELECT 'grant of another customer''s subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.organization_id = g.organization_id AND s.id = g.subscription_id
   WHERE s.customer_id <> g.customer_id
   UNION ALL
   -- the customer counters equal a recount
@@ -587,12 +500,12 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                 c.has_active_subscription, r.active)
   FROM checkout.customers c
   CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(bool_or(s.status IN ('active', 'trialing')), false) AS active
-                      FROM checkout.subscriptions s WHERE s.customer_id = c.id) r
+                      FROM checkout.subscriptions s WHERE s.organization_id = c.organization_id AND s.customer_id = c.id) r
   WHERE c.subscription_count <> r.n OR c.has_active_subscription <> r.active
   UNION ALL
   -- an ended subscription grants nothing
   SELECT 'grant in force on an ended subscription', g.id::text
-  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.id = g.subscription_id
+  FROM checkout.feature_grants g JOIN checkout.subscriptions s ON s.organization_id = g.organization_id AND s.id = g.subscription_id
   WHERE s.status IN ('canceled', 'expired') AND g.revoked_at IS NULL
   UNION ALL
   -- every status a subscription is in was reached through an audited change
@@ -600,7 +513,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   FROM checkout.subscriptions s
   WHERE s.status IS DISTINCT FROM (
     SELECT coalesce(c.new_values->>'status', c.old_values->>'status') FROM checkout.subscription_changes c
-    WHERE c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
+    WHERE c.organization_id = s.organization_id AND c.subscription_id = s.id AND (c.new_values ? 'status') ORDER BY c.created_at DESC, c.change_type = 'created' LIMIT 1)
   UNION ALL
   -- no idempotency key left half-done: checkout never commits one in 'processing'
   SELECT 'idempotency key stuck in processing', format('%s/%s', k.organization_id, k.key)
@@ -611,7 +524,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   FROM checkout.idempotency_keys k
   WHERE k.status = 'completed' AND k.operation = 'create_subscription_atomic'
     AND (k.response->>'success')::boolean
-    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.id = (k.response->>'subscription_id')::uuid)
+    AND NOT EXISTS (SELECT 1 FROM checkout.subscriptions s WHERE s.organization_id = k.organization_id AND s.id = (k.response->>'subscription_id')::uuid)
   UNION ALL
   -- no payment refunded (pending or succeeded refunds) beyond its amount
   SELECT 'payment refunded beyond its amount',
@@ -664,22 +577,22 @@ AS $verify$
     VALUES
     ('table', 'organizations', NULL),
     ('table', 'users', NULL),
-    ('constraint', 'users_org_id_key', 'users'),
+    ('constraint', 'users_pkey', 'users'),
     ('index', 'users_org_email_key', 'users'),
     ('table', 'customers', NULL),
-    ('constraint', 'customers_org_id_key', 'customers'),
+    ('constraint', 'customers_pkey', 'customers'),
     ('index', 'unique_customer_email_per_org', 'customers'),
     ('index', 'unique_external_id_per_org', 'customers'),
     ('index', 'idx_customers_email_org', 'customers'),
     ('index', 'idx_customers_external_id_org', 'customers'),
     ('index', 'idx_customers_stripe_id', 'customers'),
     ('table', 'products', NULL),
-    ('constraint', 'products_org_id_key', 'products'),
+    ('constraint', 'products_pkey', 'products'),
     ('table', 'features', NULL),
-    ('constraint', 'features_org_id_key', 'features'),
+    ('constraint', 'features_pkey', 'features'),
     ('constraint', 'features_org_key_key', 'features'),
     ('table', 'subscriptions', NULL),
-    ('constraint', 'subscriptions_org_id_key', 'subscriptions'),
+    ('constraint', 'subscriptions_pkey', 'subscriptions'),
     ('constraint', 'check_subscription_dates', 'subscriptions'),
     ('constraint', 'check_trial_dates', 'subscriptions'),
     ('constraint', 'check_positive_amount', 'subscriptions'),
@@ -693,7 +606,7 @@ AS $verify$
     ('index', 'idx_subscriptions_product', 'subscriptions'),
     ('index', 'idx_subscriptions_cancel_pending', 'subscriptions'),
     ('table', 'checkout_sessions', NULL),
-    ('constraint', 'checkout_sessions_org_id_key', 'checkout_sessions'),
+    ('constraint', 'checkout_sessions_pkey', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_customer_id_fkey', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_product_id_fkey', 'checkout_sessions'),
     ('index', 'idx_checkout_sessions_expires', 'checkout_sessions'),
@@ -701,7 +614,7 @@ AS $verify$
     ('index', 'idx_products_metrics_stale', 'products'),
     ('index', 'idx_checkout_sessions_expired', 'checkout_sessions'),
     ('table', 'payment_intents', NULL),
-    ('constraint', 'payment_intents_org_id_key', 'payment_intents'),
+    ('constraint', 'payment_intents_pkey', 'payment_intents'),
     ('constraint', 'payment_intents_org_stripe_key', 'payment_intents'),
     ('constraint', 'check_positive_payment_amount', 'payment_intents'),
     ('constraint', 'payment_intents_customer_id_fkey', 'payment_intents'),
@@ -717,7 +630,6 @@ AS $verify$
     ('constraint', 'feature_grants_subscription_id_fkey', 'feature_grants'),
     ('constraint', 'feature_grants_revoked_after_granted', 'feature_grants'),
     ('index', 'idx_feature_grants_customer', 'feature_grants'),
-    ('index', 'idx_feature_grants_subscription', 'feature_grants'),
     ('index', 'idx_feature_grants_feature', 'feature_grants'),
     ('table', 'webhook_events', NULL),
     ('constraint', 'webhook_events_provider_event_key', 'webhook_events'),
@@ -756,7 +668,7 @@ AS $verify$
     ('table', 'refunds', NULL),
     ('constraint', 'check_positive_refund_amount', 'refunds'),
     ('constraint', 'check_amount_in_range', 'refunds'),
-    ('constraint', 'refunds_stripe_refund_id_key', 'refunds'),
+    ('index', 'refunds_stripe_refund_id_key', 'refunds'),
     ('trigger', 'refunds_guard_status', 'refunds'),
     ('constraint', 'check_amount_in_range', 'subscriptions'),
     ('constraint', 'check_ended_stamped', 'subscriptions'),
@@ -764,10 +676,10 @@ AS $verify$
     ('trigger', 'payments_guard_refunded', 'payment_intents'),
     ('function', 'checkout.guard_payment_refunded()', NULL),
     ('function', 'checkout.restoring(text)', NULL),
-    ('constraint', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
+    ('index', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
     ('constraint', 'check_amount_in_range', 'payment_intents'),
     ('constraint', 'check_amount_in_range', 'checkout_sessions'),
-    ('constraint', 'checkout_sessions_stripe_session_id_key', 'checkout_sessions'),
+    ('index', 'checkout_sessions_stripe_session_id_key', 'checkout_sessions'),
     ('constraint', 'refunds_payment_intent_id_fkey', 'refunds'),
     ('constraint', 'refunds_subscription_id_fkey', 'refunds'),
     ('index', 'idx_refunds_payment', 'refunds'),
@@ -851,6 +763,19 @@ AS $verify$
   SELECT 'privilege: PUBLIC has no CREATE on schema checkout',
          NOT has_schema_privilege('public', 'checkout', 'CREATE'),
          'schema ACL: ' || coalesce((SELECT nspacl::text FROM pg_namespace WHERE nspname = 'checkout'), 'default')
+  UNION ALL
+  -- Tenant-first keys: a unique key of a tenant table that does not start with organization_id
+  -- would be checked across tenants (and cannot be distributed by organization).
+  SELECT 'keys: every primary and unique key of a tenant table starts with organization_id',
+         coalesce(bool_and(a.attname IS NOT DISTINCT FROM 'organization_id'), true),
+         coalesce('not tenant-first: ' || string_agg(i.indexrelid::regclass::text, ', ' ORDER BY i.indexrelid::regclass::text)
+                    FILTER (WHERE a.attname IS DISTINCT FROM 'organization_id'), 'all tenant-first')
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indrelid
+  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r' AND i.indisunique
+    -- the tenants themselves, and the operational tables whose rows may belong to no organization
+    AND c.relname NOT IN ('organizations', 'reconciliation_queue', 'maintenance_runs')
   UNION ALL
   -- A SECURITY DEFINER trigger function PUBLIC may execute could be attached to anyone's table.
   SELECT 'privilege: PUBLIC cannot execute the trigger functions',

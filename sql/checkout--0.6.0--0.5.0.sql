@@ -2,9 +2,11 @@
 -- functions keep their native fixes: superuser lifetimes, jsonb arguments read without XX000,
 -- bounded p_features, email rules version 2). 0.5.0's trigger functions are executable by PUBLIC
 -- again (issue 15's case 1 reopens): stay on 0.6.0 where application roles are not trusted.
+-- 0.6.0's tenant-first keys go back to 0.5.0's (id) keys and index definitions.
 -- Rows are not changed. The downgrade stops, changing nothing, where 0.5.0 cannot hold the data: a
 -- provider id used by two organizations, or open reconciliation items of one type and reference in
--- two organizations (or in one and without one): 0.5.0's keys are global.
+-- two organizations (or in one and without one), or an id used in two organizations: 0.5.0's
+-- keys are global.
 -- The seed-form check_trial_eligibility(uuid, uuid, text) loses its DEFAULT in place (pg_proc, as
 -- contrib's own update scripts do where ALTER FUNCTION cannot), so its grants and OID stay.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.5.0'" to load this file. \quit
@@ -12,6 +14,7 @@
 DO $$
 DECLARE
   v_check record;
+  v_table text;
   v_found text;
 BEGIN
   FOR v_check IN SELECT * FROM (VALUES
@@ -31,6 +34,18 @@ BEGIN
               HINT = 'Stay on 0.6.0, or change those rows so each value belongs to one organization.';
     END IF;
   END LOOP;
+  -- 0.5.0's primary keys are (id) alone: an id used in two organizations cannot go back.
+  FOREACH v_table IN ARRAY ARRAY['users', 'customers', 'products', 'features', 'subscriptions', 'checkout_sessions',
+      'payment_intents', 'feature_grants', 'webhook_events', 'idempotency_keys', 'trial_history',
+      'customer_email_variants', 'subscription_changes', 'refunds'] LOOP
+    EXECUTE format('SELECT string_agg(id::text, '', '') FROM (SELECT id FROM checkout.%I GROUP BY id HAVING count(*) > 1 LIMIT 10) d',
+                   v_table) INTO v_found;
+    IF v_found IS NOT NULL THEN
+      RAISE EXCEPTION 'checkout 0.5.0 cannot hold checkout.%: an id is used in several organizations', v_table
+        USING ERRCODE = 'unique_violation', DETAIL = format('ids (first 10): %s', v_found),
+              HINT = 'Stay on 0.6.0, or give those rows ids of their own.';
+    END IF;
+  END LOOP;
 END $$;
 
 DROP FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text);
@@ -41,15 +56,10 @@ COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) IS 'Wheth
 DROP INDEX checkout.reconciliation_queue_open_item;
 CREATE UNIQUE INDEX reconciliation_queue_open_item ON checkout.reconciliation_queue (type, reference_id)
   WHERE status IN ('pending', 'processing', 'failed');
-ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_stripe_subscription_id_key,
-  ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id),
+ALTER TABLE checkout.subscriptions
   DROP CONSTRAINT check_amount_in_range, DROP CONSTRAINT check_ended_stamped, DROP CONSTRAINT check_canceled_stamped;
-ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_stripe_session_id_key,
-  ADD CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (stripe_session_id),
-  DROP CONSTRAINT check_amount_in_range;
-ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_stripe_refund_id_key,
-  ADD CONSTRAINT refunds_stripe_refund_id_key UNIQUE (stripe_refund_id),
-  DROP CONSTRAINT check_amount_in_range;
+ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT check_amount_in_range;
+ALTER TABLE checkout.refunds DROP CONSTRAINT check_amount_in_range;
 ALTER TABLE checkout.payment_intents DROP CONSTRAINT check_amount_in_range;
 
 DROP TRIGGER subscriptions_stamp_ended ON checkout.subscriptions;
@@ -62,6 +72,143 @@ DROP FUNCTION checkout.restoring(text);
 GRANT EXECUTE ON FUNCTION checkout.guard_subscription_update(), checkout.audit_subscription_change(),
   checkout.track_customer_email(), checkout.merge_duplicate_email_variant(), checkout.guard_refund_status() TO PUBLIC;
 
+
+-- 0.5.0's keys: (id) primary keys beside (organization_id, id) uniques, global provider ids, the
+-- organization foreign keys, and 0.5.0's index definitions.
+ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_customer_id_fkey,
+  DROP CONSTRAINT subscriptions_product_id_fkey;
+ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_customer_id_fkey,
+  DROP CONSTRAINT checkout_sessions_product_id_fkey;
+ALTER TABLE checkout.payment_intents DROP CONSTRAINT payment_intents_customer_id_fkey,
+  DROP CONSTRAINT payment_intents_subscription_id_fkey, DROP CONSTRAINT payment_intents_checkout_session_id_fkey;
+ALTER TABLE checkout.feature_grants DROP CONSTRAINT feature_grants_customer_id_fkey,
+  DROP CONSTRAINT feature_grants_feature_id_fkey, DROP CONSTRAINT feature_grants_subscription_id_fkey;
+ALTER TABLE checkout.trial_history DROP CONSTRAINT trial_history_customer_id_fkey,
+  DROP CONSTRAINT trial_history_product_id_fkey, DROP CONSTRAINT trial_history_subscription_id_fkey;
+ALTER TABLE checkout.customer_email_variants DROP CONSTRAINT customer_email_variants_customer_id_fkey;
+ALTER TABLE checkout.subscription_changes DROP CONSTRAINT subscription_changes_changed_by_fkey;
+ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_subscription_id_fkey;
+DROP INDEX checkout.subscriptions_stripe_subscription_id_key, checkout.checkout_sessions_stripe_session_id_key,
+  checkout.refunds_stripe_refund_id_key;
+
+ALTER TABLE checkout.users DROP CONSTRAINT users_pkey, ADD CONSTRAINT users_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT users_org_id_key UNIQUE (organization_id, id);
+ALTER TABLE checkout.customers DROP CONSTRAINT customers_pkey,
+  ADD CONSTRAINT customers_pkey PRIMARY KEY (id) INCLUDE (organization_id, deleted_at),
+  ADD CONSTRAINT customers_org_id_key UNIQUE (organization_id, id);
+ALTER TABLE checkout.products DROP CONSTRAINT products_pkey, ADD CONSTRAINT products_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT products_org_id_key UNIQUE (organization_id, id);
+ALTER TABLE checkout.features DROP CONSTRAINT features_pkey, ADD CONSTRAINT features_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT features_org_id_key UNIQUE (organization_id, id);
+ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_pkey, ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT subscriptions_org_id_key UNIQUE (organization_id, id),
+  ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
+ALTER TABLE checkout.checkout_sessions DROP CONSTRAINT checkout_sessions_pkey,
+  ADD CONSTRAINT checkout_sessions_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT checkout_sessions_org_id_key UNIQUE (organization_id, id),
+  ADD CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (stripe_session_id);
+ALTER TABLE checkout.payment_intents DROP CONSTRAINT payment_intents_pkey,
+  ADD CONSTRAINT payment_intents_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT payment_intents_org_id_key UNIQUE (organization_id, id);
+ALTER TABLE checkout.feature_grants DROP CONSTRAINT feature_grants_pkey, DROP CONSTRAINT unique_feature_grant,
+  ADD CONSTRAINT feature_grants_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT unique_feature_grant UNIQUE (customer_id, feature_id, subscription_id),
+  ADD CONSTRAINT feature_grants_organization_id_fkey FOREIGN KEY (organization_id)
+    REFERENCES checkout.organizations (id) ON DELETE CASCADE;
+ALTER TABLE checkout.webhook_events DROP CONSTRAINT webhook_events_pkey,
+  ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+ALTER TABLE checkout.idempotency_keys DROP CONSTRAINT idempotency_keys_org_key_key,
+  ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT idempotency_keys_org_key_key UNIQUE (organization_id, key);
+ALTER TABLE checkout.trial_history DROP CONSTRAINT trial_history_pkey,
+  ADD CONSTRAINT trial_history_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT trial_history_organization_id_fkey FOREIGN KEY (organization_id)
+    REFERENCES checkout.organizations (id) ON DELETE CASCADE;
+ALTER TABLE checkout.customer_email_variants DROP CONSTRAINT customer_email_variants_pkey,
+  ADD CONSTRAINT customer_email_variants_pkey PRIMARY KEY (id);
+ALTER TABLE checkout.subscription_changes DROP CONSTRAINT subscription_changes_pkey,
+  ADD CONSTRAINT subscription_changes_pkey PRIMARY KEY (id);
+ALTER TABLE checkout.refunds DROP CONSTRAINT refunds_pkey,
+  ADD CONSTRAINT refunds_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT refunds_stripe_refund_id_key UNIQUE (stripe_refund_id),
+  ADD CONSTRAINT refunds_organization_id_fkey FOREIGN KEY (organization_id)
+    REFERENCES checkout.organizations (id) ON DELETE CASCADE;
+
+ALTER TABLE checkout.subscriptions
+  ADD CONSTRAINT subscriptions_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE NO ACTION,
+  ADD CONSTRAINT subscriptions_product_id_fkey FOREIGN KEY (organization_id, product_id)
+    REFERENCES checkout.products (organization_id, id) ON DELETE NO ACTION;
+ALTER TABLE checkout.checkout_sessions
+  ADD CONSTRAINT checkout_sessions_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT checkout_sessions_product_id_fkey FOREIGN KEY (organization_id, product_id)
+    REFERENCES checkout.products (organization_id, id) ON DELETE CASCADE;
+ALTER TABLE checkout.payment_intents
+  ADD CONSTRAINT payment_intents_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT payment_intents_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id),
+  ADD CONSTRAINT payment_intents_checkout_session_id_fkey FOREIGN KEY (organization_id, checkout_session_id)
+    REFERENCES checkout.checkout_sessions (organization_id, id) ON DELETE SET NULL (checkout_session_id);
+ALTER TABLE checkout.feature_grants
+  ADD CONSTRAINT feature_grants_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT feature_grants_feature_id_fkey FOREIGN KEY (organization_id, feature_id)
+    REFERENCES checkout.features (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT feature_grants_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE CASCADE;
+ALTER TABLE checkout.trial_history
+  ADD CONSTRAINT trial_history_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT trial_history_product_id_fkey FOREIGN KEY (organization_id, product_id)
+    REFERENCES checkout.products (organization_id, id) ON DELETE CASCADE,
+  ADD CONSTRAINT trial_history_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id);
+ALTER TABLE checkout.customer_email_variants
+  ADD CONSTRAINT customer_email_variants_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
+    REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE;
+ALTER TABLE checkout.subscription_changes
+  ADD CONSTRAINT subscription_changes_changed_by_fkey FOREIGN KEY (organization_id, changed_by)
+    REFERENCES checkout.users (organization_id, id) ON DELETE SET NULL (changed_by);
+ALTER TABLE checkout.refunds
+  ADD CONSTRAINT refunds_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
+    REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id);
+
+DROP INDEX checkout.customers_id_idx, checkout.idx_webhook_events_id,
+  checkout.idx_customers_email_org, checkout.idx_customers_external_id_org, checkout.idx_customers_stripe_id,
+  checkout.idx_subscriptions_customer_product, checkout.idx_subscriptions_active, checkout.idx_subscriptions_ending,
+  checkout.idx_subscriptions_trial_ending, checkout.idx_subscriptions_product, checkout.idx_checkout_sessions_customer,
+  checkout.idx_payment_intents_subscription, checkout.idx_payment_intents_customer, checkout.idx_payment_intents_session,
+  checkout.idx_feature_grants_customer, checkout.idx_feature_grants_feature,
+  checkout.idx_idempotency_keys_status, checkout.idx_trial_history_customer, checkout.idx_trial_history_product,
+  checkout.idx_trial_history_subscription, checkout.idx_subscription_changes_sub, checkout.idx_subscription_changes_changed_by,
+  checkout.idx_refunds_payment, checkout.idx_refunds_subscription;
+CREATE INDEX idx_customers_email_org ON checkout.customers (email, organization_id) WHERE deleted_at IS NULL;
+CREATE INDEX idx_customers_external_id_org ON checkout.customers (external_id, organization_id)
+  WHERE external_id IS NOT NULL AND deleted_at IS NULL;
+CREATE INDEX idx_customers_stripe_id ON checkout.customers (stripe_customer_id) WHERE stripe_customer_id IS NOT NULL;
+CREATE INDEX idx_subscriptions_customer_product ON checkout.subscriptions (customer_id, product_id, status);
+CREATE INDEX idx_subscriptions_active ON checkout.subscriptions (customer_id, status) WHERE status IN ('active', 'trialing');
+CREATE INDEX idx_subscriptions_ending ON checkout.subscriptions (current_period_end, status) WHERE status = 'active';
+CREATE INDEX idx_subscriptions_trial_ending ON checkout.subscriptions (trial_end, status)
+  WHERE status = 'trialing' AND trial_end IS NOT NULL;
+CREATE INDEX idx_subscriptions_product ON checkout.subscriptions (product_id, status);
+CREATE INDEX idx_checkout_sessions_customer ON checkout.checkout_sessions (customer_id, created_at DESC);
+CREATE INDEX idx_payment_intents_subscription ON checkout.payment_intents (subscription_id) WHERE subscription_id IS NOT NULL;
+CREATE INDEX idx_payment_intents_customer ON checkout.payment_intents (customer_id) WHERE customer_id IS NOT NULL;
+CREATE INDEX idx_payment_intents_session ON checkout.payment_intents (checkout_session_id) WHERE checkout_session_id IS NOT NULL;
+CREATE INDEX idx_feature_grants_customer ON checkout.feature_grants (customer_id, feature_id);
+CREATE INDEX idx_feature_grants_subscription ON checkout.feature_grants (subscription_id) WHERE subscription_id IS NOT NULL;
+CREATE INDEX idx_feature_grants_feature ON checkout.feature_grants (feature_id);
+CREATE INDEX idx_idempotency_keys_status ON checkout.idempotency_keys (status);
+CREATE INDEX idx_trial_history_customer ON checkout.trial_history (customer_id);
+CREATE INDEX idx_trial_history_product ON checkout.trial_history (product_id);
+CREATE INDEX idx_trial_history_subscription ON checkout.trial_history (subscription_id) WHERE subscription_id IS NOT NULL;
+CREATE INDEX idx_subscription_changes_sub ON checkout.subscription_changes (subscription_id);
+CREATE INDEX idx_subscription_changes_changed_by ON checkout.subscription_changes (changed_by) WHERE changed_by IS NOT NULL;
+CREATE INDEX idx_refunds_payment ON checkout.refunds (payment_intent_id);
+CREATE INDEX idx_refunds_subscription ON checkout.refunds (subscription_id);
 
 -- 0.5.0's functions.
 CREATE OR REPLACE FUNCTION checkout.setting_seconds(name text, fallback integer) RETURNS integer
@@ -282,6 +429,48 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
+
+CREATE OR REPLACE FUNCTION checkout.end_subscription_periods(p_batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
+AS $$
+DECLARE
+  v_due uuid[];
+  v_count integer;
+BEGIN
+  SELECT array_agg(id) INTO v_due FROM (
+    SELECT id FROM checkout.subscriptions
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+    ORDER BY current_period_end LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED) due;
+  -- The rows the triggers will touch, locked customers first, then products, each in id order:
+  -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
+  -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
+  -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
+  -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
+  -- hold, a lock order no single call follows.
+  PERFORM 1 FROM checkout.customers c
+  WHERE c.id IN (SELECT s.customer_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due)) ORDER BY c.id FOR NO KEY UPDATE;
+  PERFORM 1 FROM checkout.products p
+  WHERE p.id IN (SELECT s.product_id FROM checkout.subscriptions s WHERE s.id = ANY (v_due))
+  ORDER BY p.id FOR NO KEY UPDATE;
+  UPDATE checkout.subscriptions s SET status = 'canceled' WHERE s.id = ANY (v_due);
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  RETURN v_count;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.renormalize_email_variants() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH changed AS (
+    UPDATE checkout.customer_email_variants v
+       SET email_normalized = n.normalized, email_domain = split_part(n.normalized, '@', 2),
+           rules_version = checkout.email_rules_version()
+      FROM (SELECT id, checkout.normalize_email(email) AS normalized
+              FROM checkout.customer_email_variants) n
+     WHERE n.id = v.id
+       AND (v.rules_version <> checkout.email_rules_version() OR v.email_normalized <> n.normalized)
+    RETURNING 1)
+  SELECT count(*) FROM changed
+$$;
 
 CREATE OR REPLACE FUNCTION checkout.record_refund(p_organization_id uuid, p_payment_intent_id text, p_stripe_refund_id text,
   p_amount bigint, p_currency text, p_reason text DEFAULT NULL, p_initiated_by text DEFAULT 'manual',

@@ -1,57 +1,18 @@
 -- customer_email_variants maintenance: every email a customer has ever had, with its canonical
 -- form, recorded by a trigger so that direct writes are tracked too.
 
--- Records NEW.email. SECURITY DEFINER: the caller may write customers without any privilege on
+-- track_customer_email() records NEW.email (native: src/email/triggers.rs, created before this
+-- file). SECURITY DEFINER: the caller may write customers without any privilege on
 -- customer_email_variants. Invalid emails raise 22023, so customers only ever hold valid ones.
 -- Runs only as the trigger below (39P01 on any other table); EXECUTE is not PUBLIC's.
-CREATE FUNCTION checkout.track_customer_email() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_normalized text;
-BEGIN
-  IF TG_RELID <> 'checkout.customers'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
-    RAISE EXCEPTION 'checkout.track_customer_email() runs only as a trigger of checkout.customers'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  IF TG_OP = 'UPDATE' AND NEW.email IS NOT DISTINCT FROM OLD.email THEN
-    RETURN NULL;
-  END IF;
-  v_normalized := checkout.normalize_email(NEW.email);
-  INSERT INTO checkout.customer_email_variants
-    (organization_id, customer_id, email, email_normalized, email_domain, rules_version)
-  VALUES (NEW.organization_id, NEW.id, NEW.email, v_normalized, split_part(v_normalized, '@', 2),
-          checkout.email_rules_version())
-  ON CONFLICT (organization_id, customer_id, lower(email)) DO NOTHING;
-  RETURN NULL;
-END $$;
-
 CREATE TRIGGER customers_track_email
   AFTER INSERT OR UPDATE OF email ON checkout.customers
   FOR EACH ROW EXECUTE FUNCTION checkout.track_customer_email();
 
 -- pg_restore reloads customers (whose trigger records each current email, stamped now()) before
 -- this table. A duplicate incoming row is merged instead of failing the COPY: when it is older it
--- is the original and replaces the trigger's copy, so a restore reproduces every row exactly.
-CREATE FUNCTION checkout.merge_duplicate_email_variant() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  IF TG_RELID <> 'checkout.customer_email_variants'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.merge_duplicate_email_variant() runs only as a trigger of checkout.customer_email_variants'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  UPDATE checkout.customer_email_variants v
-     SET id = NEW.id, email = NEW.email, email_normalized = NEW.email_normalized,
-         email_domain = NEW.email_domain, rules_version = NEW.rules_version, created_at = NEW.created_at
-   WHERE v.organization_id = NEW.organization_id AND v.customer_id = NEW.customer_id
-     AND lower(v.email) = lower(NEW.email) AND v.created_at > NEW.created_at;
-  IF FOUND OR EXISTS (SELECT 1 FROM checkout.customer_email_variants v
-                      WHERE v.organization_id = NEW.organization_id AND v.customer_id = NEW.customer_id
-                        AND lower(v.email) = lower(NEW.email)) THEN
-    RETURN NULL;
-  END IF;
-  RETURN NEW;
-END $$;
-
+-- is the original and replaces the trigger's copy, so a restore reproduces every row exactly
+-- (merge_duplicate_email_variant(), native: src/email/triggers.rs).
 -- Only for rows written at top level (pg_restore's COPY, direct inserts): the customers trigger
 -- inserts at depth 1 and handles duplicates with ON CONFLICT, so the hot path skips this.
 CREATE TRIGGER customer_email_variants_merge_duplicate
@@ -66,9 +27,9 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UPDATE checkout.customer_email_variants v
        SET email_normalized = n.normalized, email_domain = split_part(n.normalized, '@', 2),
            rules_version = checkout.email_rules_version()
-      FROM (SELECT id, checkout.normalize_email(email) AS normalized
+      FROM (SELECT organization_id, id, checkout.normalize_email(email) AS normalized
               FROM checkout.customer_email_variants) n
-     WHERE n.id = v.id
+     WHERE n.organization_id = v.organization_id AND n.id = v.id
        AND (v.rules_version <> checkout.email_rules_version() OR v.email_normalized <> n.normalized)
     RETURNING 1)
   SELECT count(*) FROM changed

@@ -175,24 +175,24 @@ DECLARE
   v_count integer;
 BEGIN
   WITH stale AS (
-    SELECT id FROM checkout.products
+    SELECT organization_id, id FROM checkout.products
     WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
     ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED),
   figures AS (
-    SELECT stale.id,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active') AS active,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'trialing') AS trialing,
+    SELECT stale.organization_id, stale.id,
+      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active') AS active,
+      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'trialing') AS trialing,
       (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
          -- numeric throughout: no amount, however large, can make the job fail (for every product).
          SELECT s.currency, round(sum(s.amount::numeric * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
                                                    WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
-         FROM checkout.subscriptions s WHERE s.product_id = stale.id AND s.status = 'active'
+         FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active'
          GROUP BY s.currency) m) AS mrr
     FROM stale)
   UPDATE checkout.products p
   SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
       metrics_mrr = f.mrr, metrics_last_calculated_at = now()
-  FROM figures f WHERE p.id = f.id;
+  FROM figures f WHERE p.organization_id = f.organization_id AND p.id = f.id;
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END $$;

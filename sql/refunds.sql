@@ -4,62 +4,13 @@
 -- refunds_guard_status on refunds, payments_guard_refunded on the payment's amount and currency.
 --
 -- The bound at every isolation level: a refund that counts (pending or succeeded) first UPDATEs its
--- payment's row (to the same values), then sums the payment's other refunds. Writers of one payment queue on that row;
--- under READ COMMITTED the sum then sees every committed refund, and under REPEATABLE READ or
--- SERIALIZABLE a writer whose snapshot predates another's committed refund gets 40001 on the row
--- (a lock alone would not: only an update conflicts with an older snapshot).
-CREATE FUNCTION checkout.guard_refund_status() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_payment_amount bigint;
-  v_payment_currency text;
-  v_refunded bigint;
-BEGIN
-  IF TG_RELID <> 'checkout.refunds'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.guard_refund_status() runs only as a trigger of checkout.refunds'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status
-     AND NOT (OLD.status = 'pending' AND NEW.status IN ('succeeded', 'failed', 'canceled')) THEN
-    RAISE EXCEPTION 'refund status cannot change from % to %', OLD.status, NEW.status
-      USING ERRCODE = 'triggered_action_exception',
-            DETAIL = format('refund_id: %s, stripe_refund_id: %s', OLD.id, OLD.stripe_refund_id),
-            HINT = 'A refund moves from pending to succeeded, failed or canceled, once.';
-  END IF;
-  IF NEW.status = 'succeeded' AND (TG_OP = 'INSERT' OR OLD.status <> 'succeeded') THEN
-    NEW.completed_at := coalesce(NEW.completed_at, now());
-  END IF;
-  -- Only a change that can raise the payment's refunded total is checked (a status moving from
-  -- pending to succeeded cannot).
-  IF NEW.status IN ('pending', 'succeeded')
-     AND (TG_OP = 'INSERT' OR OLD.status NOT IN ('pending', 'succeeded') OR NEW.amount > OLD.amount
-          OR NEW.currency <> OLD.currency
-          OR NEW.organization_id <> OLD.organization_id OR NEW.payment_intent_id <> OLD.payment_intent_id) THEN
-    -- updated_at = updated_at: a real row version (what conflicts with an older snapshot) that
-    -- changes no value (a restore reproduces the rows exactly).
-    UPDATE checkout.payment_intents p SET updated_at = p.updated_at
-    WHERE p.organization_id = NEW.organization_id AND p.stripe_payment_intent_id = NEW.payment_intent_id
-    RETURNING p.amount, p.currency INTO v_payment_amount, v_payment_currency;
-    IF FOUND THEN -- a missing payment is the foreign key's to report (23503)
-      -- Twins: record_refund checks currency (22023) and bound first, to answer a call with its totals.
-      IF NEW.currency <> v_payment_currency THEN
-        RAISE EXCEPTION 'refund currency differs from the payment''s' USING ERRCODE = 'check_violation',
-          DETAIL = format('refund: %s, payment %s: %s', NEW.currency, NEW.payment_intent_id, v_payment_currency);
-      END IF;
-      SELECT coalesce(sum(r.amount), 0) INTO v_refunded FROM checkout.refunds r
-      WHERE r.organization_id = NEW.organization_id AND r.payment_intent_id = NEW.payment_intent_id
-        AND r.status IN ('pending', 'succeeded')
-        AND r.id <> (CASE WHEN TG_OP = 'UPDATE' THEN OLD.id ELSE NEW.id END);
-      IF v_refunded + NEW.amount > v_payment_amount THEN
-        RAISE EXCEPTION 'refunds would exceed the payment' USING ERRCODE = 'check_violation',
-          DETAIL = format('payment %s: %s, already refunded or pending: %s, this refund: %s',
-                          NEW.payment_intent_id, v_payment_amount, v_refunded, NEW.amount),
-          HINT = 'Refund at most the remaining amount.';
-      END IF;
-    END IF;
-  END IF;
-  RETURN NEW;
-END $$;
+-- payment's row (to the same values), then sums the payment's other refunds. Writers of one payment
+-- queue on that row; under READ COMMITTED the sum then sees every committed refund, and under
+-- REPEATABLE READ or SERIALIZABLE a writer whose snapshot predates another's committed refund gets
+-- 40001 on the row (a lock alone would not: only an update conflicts with an older snapshot).
+--
+-- guard_refund_status() and guard_payment_refunded() are native (src/refunds/guards.rs, created
+-- before this file), SECURITY DEFINER without SET search_path.
 -- A restore reloads refunds as they were: the dump holds them whole (even ones an older release
 -- let past the bound, which check_invariants() reports).
 CREATE TRIGGER refunds_guard_status BEFORE INSERT OR UPDATE ON checkout.refunds
@@ -69,28 +20,6 @@ REVOKE ALL ON FUNCTION checkout.guard_refund_status() FROM PUBLIC;
 -- A payment's amount never drops below its pending and succeeded refunds, and its currency never
 -- changes under them. The UPDATE holds the payment's row, which every refund writer updates first,
 -- so the sum sees what they committed (an older snapshot gets 40001 on the row instead).
-CREATE FUNCTION checkout.guard_payment_refunded() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_refunded bigint;
-  v_currencies text;
-BEGIN
-  IF TG_RELID <> 'checkout.payment_intents'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
-    RAISE EXCEPTION 'checkout.guard_payment_refunded() runs only as a trigger of checkout.payment_intents'
-      USING ERRCODE = 'trigger_protocol_violated', DETAIL = format('fired on %s', TG_RELID::regclass);
-  END IF;
-  SELECT coalesce(sum(r.amount), 0), string_agg(DISTINCT r.currency, ', ') INTO v_refunded, v_currencies
-  FROM checkout.refunds r
-  WHERE r.organization_id = OLD.organization_id AND r.payment_intent_id = OLD.stripe_payment_intent_id
-    AND r.status IN ('pending', 'succeeded');
-  IF v_refunded > NEW.amount OR (v_refunded > 0 AND NEW.currency <> OLD.currency) THEN
-    RAISE EXCEPTION 'a payment''s amount and currency must cover its refunds' USING ERRCODE = 'check_violation',
-      DETAIL = format('payment %s: amount %s %s, refunded or pending: %s %s', OLD.stripe_payment_intent_id,
-                      NEW.amount, NEW.currency, v_refunded, v_currencies),
-      HINT = 'Cancel or fail refunds first.';
-  END IF;
-  RETURN NEW;
-END $$;
 CREATE TRIGGER payments_guard_refunded BEFORE UPDATE OF amount, currency ON checkout.payment_intents
   FOR EACH ROW WHEN (NEW.amount < OLD.amount OR NEW.currency <> OLD.currency)
   EXECUTE FUNCTION checkout.guard_payment_refunded();

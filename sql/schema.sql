@@ -33,14 +33,14 @@ CREATE TABLE checkout.organizations (
 COMMENT ON TABLE checkout.organizations IS 'Tenants. Every other table is scoped to one organization; deleting an organization deletes its rows.';
 
 CREATE TABLE checkout.users (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   email           text NOT NULL CHECK (email <> ''),
   name            text,
   role            text NOT NULL DEFAULT 'member' CHECK (role IN ('owner', 'admin', 'member', 'support')),
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT users_org_id_key UNIQUE (organization_id, id)
+  CONSTRAINT users_pkey PRIMARY KEY (organization_id, id)
 );
 CREATE UNIQUE INDEX users_org_email_key ON checkout.users (organization_id, lower(email));
 COMMENT ON TABLE checkout.users IS 'Staff of an organization (who changed what in subscription_changes), not paying customers.';
@@ -58,21 +58,31 @@ CREATE TABLE checkout.customers (
   deleted_at         timestamptz,
   created_at         timestamptz NOT NULL DEFAULT now(),
   updated_at         timestamptz NOT NULL DEFAULT now(),
-  -- The primary key carries what check_trial_eligibility needs of a customer, so its lookup reads
-  -- the index alone (the heap of a million customers does not stay in shared buffers).
-  CONSTRAINT customers_pkey PRIMARY KEY (id) INCLUDE (organization_id, deleted_at),
-  CONSTRAINT customers_org_id_key UNIQUE (organization_id, id)
+  -- Tenant-first, and carrying what check_trial_eligibility needs of a customer, so its lookup
+  -- reads the index alone (the heap of a million customers does not stay in shared buffers).
+  -- Every lookup of a customer by id, and the composite foreign keys of every table below.
+  CONSTRAINT customers_pkey PRIMARY KEY (organization_id, id) INCLUDE (deleted_at)
 );
 -- 001's UNIQUE (organization_id, email) and UNIQUE ... WHERE, as partial unique indexes Postgres accepts.
 -- Soft-deleted customers do not hold their email or external id.
+-- Each index below names the query it serves.
+-- upsert_customer_atomic's ON CONFLICT (a customer by email, case-insensitively).
 CREATE UNIQUE INDEX unique_customer_email_per_org ON checkout.customers (organization_id, lower(email))
   WHERE deleted_at IS NULL;
+-- upsert_customer_atomic's lookup by the application's id.
 CREATE UNIQUE INDEX unique_external_id_per_org ON checkout.customers (organization_id, external_id)
   WHERE external_id IS NOT NULL AND deleted_at IS NULL;
-CREATE INDEX idx_customers_email_org ON checkout.customers (email, organization_id) WHERE deleted_at IS NULL;
-CREATE INDEX idx_customers_external_id_org ON checkout.customers (external_id, organization_id)
+-- The seed form check_trial_eligibility(customer, product, email), which names no organization:
+-- the customer by id alone, with what the lookup reads (index only). Not unique: ids are unique
+-- per organization (customers_pkey).
+CREATE INDEX customers_id_idx ON checkout.customers (id) INCLUDE (organization_id, deleted_at);
+-- The seed's 005 names, tenant-first: the application's lookups of a customer by email as stored,
+-- by its own id (only rows that have one), and by the provider's customer id (webhooks).
+CREATE INDEX idx_customers_email_org ON checkout.customers (organization_id, email) WHERE deleted_at IS NULL;
+CREATE INDEX idx_customers_external_id_org ON checkout.customers (organization_id, external_id)
   WHERE external_id IS NOT NULL AND deleted_at IS NULL;
-CREATE INDEX idx_customers_stripe_id ON checkout.customers (stripe_customer_id) WHERE stripe_customer_id IS NOT NULL;
+CREATE INDEX idx_customers_stripe_id ON checkout.customers (organization_id, stripe_customer_id)
+  WHERE stripe_customer_id IS NOT NULL;
 COMMENT ON TABLE checkout.customers IS 'Paying customers of an organization. One non-deleted customer per (organization, lower(email)) and per (organization, external_id).';
 COMMENT ON COLUMN checkout.customers.email IS 'As given; uniqueness compares lower(email). The anti-abuse canonical form lives in customer_email_variants.';
 COMMENT ON COLUMN checkout.customers.external_id IS 'The application''s own id for this customer, unique per organization among non-deleted customers.';
@@ -81,7 +91,7 @@ COMMENT ON COLUMN checkout.customers.subscription_count IS 'Denormalized: number
 COMMENT ON COLUMN checkout.customers.deleted_at IS 'Soft delete: a deleted customer keeps its history but no longer matches lookups or holds its email.';
 
 CREATE TABLE checkout.products (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   name            text NOT NULL CHECK (name <> ''),
   description     text,
@@ -94,8 +104,9 @@ CREATE TABLE checkout.products (
   metrics_last_calculated_at timestamptz,
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT products_org_id_key UNIQUE (organization_id, id)
+  CONSTRAINT products_pkey PRIMARY KEY (organization_id, id)
 );
+-- refresh_product_metrics: products whose cache is stale, oldest first, across organizations.
 CREATE INDEX idx_products_metrics_stale ON checkout.products (metrics_last_calculated_at);
 COMMENT ON TABLE checkout.products IS 'What customers subscribe to. The metrics_* columns are a cache refreshed by maintenance.';
 COMMENT ON COLUMN checkout.products.metrics_mrr IS 'Cached monthly recurring revenue of active subscriptions, minor units per currency, e.g. {"usd": 129900}.';
@@ -104,21 +115,21 @@ COMMENT ON COLUMN checkout.products.metrics_trialing_subscriptions IS 'Cached co
 COMMENT ON COLUMN checkout.products.metrics_last_calculated_at IS 'When the metrics_* cache was computed; NULL means stale (cleared by every new subscription).';
 
 CREATE TABLE checkout.features (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   key             text NOT NULL CHECK (key <> ''),
   name            text,
   description     text,
   metadata        jsonb NOT NULL DEFAULT '{}',
   created_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT features_org_id_key UNIQUE (organization_id, id),
+  CONSTRAINT features_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT features_org_key_key UNIQUE (organization_id, key)
 );
 COMMENT ON TABLE checkout.features IS 'Entitlements a subscription grants (feature_grants).';
 COMMENT ON COLUMN checkout.features.key IS 'Stable identifier the application checks, unique per organization (e.g. ''sso'').';
 
 CREATE TABLE checkout.subscriptions (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   customer_id     uuid NOT NULL,
   product_id      uuid NOT NULL,
@@ -145,8 +156,7 @@ CREATE TABLE checkout.subscriptions (
   original_created_at timestamptz NOT NULL DEFAULT now(),
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT subscriptions_org_id_key UNIQUE (organization_id, id),
-  CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (organization_id, stripe_subscription_id),
+  CONSTRAINT subscriptions_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   -- An ended subscription says when (reactivation restores the grants revoked since ended_at).
   CONSTRAINT check_ended_stamped CHECK (status NOT IN ('canceled', 'expired') OR ended_at IS NOT NULL),
@@ -163,14 +173,26 @@ CREATE TABLE checkout.subscriptions (
 );
 -- 001's intent: at most one active-or-trialing subscription per (customer, product). The seed put
 -- status in the key, which allowed one 'active' and one 'trialing' row for the same pair.
+-- Each index below names the query it serves.
+-- create_subscription_atomic's ON CONFLICT, and the pair's active subscription (reactivation,
+-- plan change, the answer naming the existing one).
 CREATE UNIQUE INDEX unique_active_subscription ON checkout.subscriptions (organization_id, customer_id, product_id)
   WHERE status IN ('active', 'trialing');
-CREATE INDEX idx_subscriptions_customer_product ON checkout.subscriptions (customer_id, product_id, status);
-CREATE INDEX idx_subscriptions_active ON checkout.subscriptions (customer_id, status) WHERE status IN ('active', 'trialing');
-CREATE INDEX idx_subscriptions_ending ON checkout.subscriptions (current_period_end, status) WHERE status = 'active';
-CREATE INDEX idx_subscriptions_trial_ending ON checkout.subscriptions (trial_end, status)
+-- The provider's subscription id, unique per organization where it is set (webhook lookups).
+CREATE UNIQUE INDEX subscriptions_stripe_subscription_id_key ON checkout.subscriptions (organization_id, stripe_subscription_id)
+  WHERE stripe_subscription_id IS NOT NULL;
+-- A customer's subscriptions: the foreign key check when a customer is deleted, and listings.
+CREATE INDEX idx_subscriptions_customer_product ON checkout.subscriptions (organization_id, customer_id, product_id);
+-- The audit trigger's recount of has_active_subscription when a subscription stops being active.
+CREATE INDEX idx_subscriptions_active ON checkout.subscriptions (organization_id, customer_id)
+  WHERE status IN ('active', 'trialing');
+-- The seed's 005 jobs: active subscriptions by period end, trials by trial end, across organizations.
+CREATE INDEX idx_subscriptions_ending ON checkout.subscriptions (current_period_end) WHERE status = 'active';
+CREATE INDEX idx_subscriptions_trial_ending ON checkout.subscriptions (trial_end)
   WHERE status = 'trialing' AND trial_end IS NOT NULL;
-CREATE INDEX idx_subscriptions_product ON checkout.subscriptions (product_id, status);
+-- refresh_product_metrics' counts and sums per (product, status), and the foreign key check when
+-- a product is deleted.
+CREATE INDEX idx_subscriptions_product ON checkout.subscriptions (organization_id, product_id, status);
 COMMENT ON TABLE checkout.subscriptions IS 'A customer''s subscription to a product. At most one active or trialing per (organization, customer, product).';
 COMMENT ON COLUMN checkout.subscriptions.status IS 'incomplete, trialing, active, past_due, canceled, unpaid, paused or expired (Stripe''s set plus expired).';
 COMMENT ON COLUMN checkout.subscriptions.amount IS 'Price per interval in minor units of currency (cents for usd).';
@@ -181,7 +203,7 @@ COMMENT ON COLUMN checkout.subscriptions.idempotency_key IS 'The key of the call
 COMMENT ON COLUMN checkout.subscriptions.original_created_at IS 'Creation time of the first subscription in a chain of plan changes or renewals.';
 
 CREATE TABLE checkout.checkout_sessions (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   customer_id     uuid,
   product_id      uuid,
@@ -197,22 +219,26 @@ CREATE TABLE checkout.checkout_sessions (
   completed_at    timestamptz,
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT checkout_sessions_org_id_key UNIQUE (organization_id, id),
-  CONSTRAINT checkout_sessions_stripe_session_id_key UNIQUE (organization_id, stripe_session_id),
+  CONSTRAINT checkout_sessions_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   CONSTRAINT checkout_sessions_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
     REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
   CONSTRAINT checkout_sessions_product_id_fkey FOREIGN KEY (organization_id, product_id)
     REFERENCES checkout.products (organization_id, id) ON DELETE CASCADE
 );
+-- The provider's session id, unique per organization where it is set.
+CREATE UNIQUE INDEX checkout_sessions_stripe_session_id_key ON checkout.checkout_sessions (organization_id, stripe_session_id)
+  WHERE stripe_session_id IS NOT NULL;
+-- expire_checkout_sessions: pending sessions past expires_at; then expired ones past the retention.
 CREATE INDEX idx_checkout_sessions_expires ON checkout.checkout_sessions (expires_at) WHERE status = 'pending';
-CREATE INDEX idx_checkout_sessions_customer ON checkout.checkout_sessions (customer_id, created_at DESC);
 CREATE INDEX idx_checkout_sessions_expired ON checkout.checkout_sessions (expires_at) WHERE status = 'expired';
+-- A customer's sessions, newest first, and the foreign key cascade when a customer is deleted.
+CREATE INDEX idx_checkout_sessions_customer ON checkout.checkout_sessions (organization_id, customer_id, created_at DESC);
 COMMENT ON TABLE checkout.checkout_sessions IS 'A checkout in progress. Pending sessions past expires_at are expired, then deleted after a retention, by maintenance.';
 COMMENT ON COLUMN checkout.checkout_sessions.idempotency_key IS 'Plain text, no foreign key: references survive the expiry of the key.';
 
 CREATE TABLE checkout.payment_intents (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   customer_id     uuid,
   subscription_id uuid,
@@ -225,7 +251,7 @@ CREATE TABLE checkout.payment_intents (
   metadata        jsonb NOT NULL DEFAULT '{}',
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT payment_intents_org_id_key UNIQUE (organization_id, id),
+  CONSTRAINT payment_intents_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT payment_intents_org_stripe_key UNIQUE (organization_id, stripe_payment_intent_id),
   CONSTRAINT check_positive_payment_amount CHECK (amount > 0),
   CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
@@ -236,15 +262,19 @@ CREATE TABLE checkout.payment_intents (
   CONSTRAINT payment_intents_checkout_session_id_fkey FOREIGN KEY (organization_id, checkout_session_id)
     REFERENCES checkout.checkout_sessions (organization_id, id) ON DELETE SET NULL (checkout_session_id)
 );
-CREATE INDEX idx_payment_intents_subscription ON checkout.payment_intents (subscription_id) WHERE subscription_id IS NOT NULL;
-CREATE INDEX idx_payment_intents_customer ON checkout.payment_intents (customer_id) WHERE customer_id IS NOT NULL;
-CREATE INDEX idx_payment_intents_session ON checkout.payment_intents (checkout_session_id) WHERE checkout_session_id IS NOT NULL;
+-- The foreign key actions when a subscription, customer or session is deleted.
+CREATE INDEX idx_payment_intents_subscription ON checkout.payment_intents (organization_id, subscription_id)
+  WHERE subscription_id IS NOT NULL;
+CREATE INDEX idx_payment_intents_customer ON checkout.payment_intents (organization_id, customer_id)
+  WHERE customer_id IS NOT NULL;
+CREATE INDEX idx_payment_intents_session ON checkout.payment_intents (organization_id, checkout_session_id)
+  WHERE checkout_session_id IS NOT NULL;
 COMMENT ON TABLE checkout.payment_intents IS 'Payments as the provider reports them; refunds reference them by stripe_payment_intent_id.';
 COMMENT ON COLUMN checkout.payment_intents.amount IS 'Minor units, > 0.';
 
 CREATE TABLE checkout.feature_grants (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
+  organization_id uuid NOT NULL, -- its organization's existence follows from the customer's (or payment's) key
   customer_id     uuid NOT NULL,
   feature_id      uuid NOT NULL,
   subscription_id uuid,
@@ -252,9 +282,12 @@ CREATE TABLE checkout.feature_grants (
   revoked_at      timestamptz,
   metadata        jsonb NOT NULL DEFAULT '{}',
   created_at      timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT feature_grants_pkey PRIMARY KEY (organization_id, id),
   -- 001's UNIQUE ... WHERE subscription_id IS NOT NULL: a plain unique constraint has the same effect
-  -- (NULLs are distinct) and, unlike a partial index, is a target for INSERT ... ON CONFLICT.
-  CONSTRAINT unique_feature_grant UNIQUE (customer_id, feature_id, subscription_id),
+  -- (NULLs are distinct) and, unlike a partial index, is a target for INSERT ... ON CONFLICT
+  -- (change_subscription_plan_atomic). Subscription first: it also serves the grants of one
+  -- subscription (revoked and restored by the audit trigger, deleted with it).
+  CONSTRAINT unique_feature_grant UNIQUE (organization_id, subscription_id, feature_id, customer_id),
   CONSTRAINT feature_grants_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
     REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE,
   CONSTRAINT feature_grants_feature_id_fkey FOREIGN KEY (organization_id, feature_id)
@@ -263,14 +296,15 @@ CREATE TABLE checkout.feature_grants (
     REFERENCES checkout.subscriptions (organization_id, id) ON DELETE CASCADE,
   CONSTRAINT feature_grants_revoked_after_granted CHECK (revoked_at IS NULL OR revoked_at >= granted_at)
 );
-CREATE INDEX idx_feature_grants_customer ON checkout.feature_grants (customer_id, feature_id);
-CREATE INDEX idx_feature_grants_subscription ON checkout.feature_grants (subscription_id) WHERE subscription_id IS NOT NULL;
-CREATE INDEX idx_feature_grants_feature ON checkout.feature_grants (feature_id);
+-- A customer's grants (the application's entitlement check), and the cascade when a customer is deleted.
+CREATE INDEX idx_feature_grants_customer ON checkout.feature_grants (organization_id, customer_id, feature_id);
+-- The cascade when a feature is deleted.
+CREATE INDEX idx_feature_grants_feature ON checkout.feature_grants (organization_id, feature_id);
 COMMENT ON TABLE checkout.feature_grants IS 'Entitlements held by a customer, usually through a subscription (deleted with it).';
 COMMENT ON COLUMN checkout.feature_grants.revoked_at IS 'Set when access ends (cancellation, plan change); NULL while the grant is in force.';
 
 CREATE TABLE checkout.webhook_events (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   provider        text NOT NULL DEFAULT 'stripe',
   provider_event_id text NOT NULL,
@@ -285,9 +319,15 @@ CREATE TABLE checkout.webhook_events (
   processed_at    timestamptz,
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT webhook_events_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT webhook_events_provider_event_key UNIQUE (organization_id, provider, provider_event_id)
 );
+-- Each index below names the query it serves.
+-- The processor's calls by event id alone (mark_webhook_event_*): ids are unique per organization.
+CREATE INDEX idx_webhook_events_id ON checkout.webhook_events (id);
+-- The seed's 005 reports by type and status.
 CREATE INDEX idx_webhook_events_type_status ON checkout.webhook_events (type, status, created_at);
+-- claim_webhook_events: the oldest claimable events across organizations.
 CREATE INDEX idx_webhook_events_unprocessed ON checkout.webhook_events (created_at) WHERE status IN ('pending', 'deferred');
 -- Claims whose lease may have run out (claim_webhook_events).
 CREATE INDEX idx_webhook_events_processing ON checkout.webhook_events (updated_at) WHERE status = 'processing';
@@ -300,7 +340,7 @@ COMMENT ON COLUMN checkout.webhook_events.event_created_at IS 'When the provider
 
 -- 002: idempotency keys, scoped per organization (the seed's were global: org B could replay org A's key).
 CREATE TABLE checkout.idempotency_keys (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   key             varchar(255) NOT NULL CHECK (length(key) >= 1),
   operation       text,
@@ -314,11 +354,16 @@ CREATE TABLE checkout.idempotency_keys (
   expires_at      timestamptz NOT NULL DEFAULT now() + interval '24 hours',
   error_message   text,
   retry_count     integer NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
-  CONSTRAINT idempotency_keys_org_key_key UNIQUE (organization_id, key),
+  -- The key is the row's identity: every statement finds a key by (organization, key), so the
+  -- primary key is that pair and no index on id is kept (id stays a column, for the audit).
+  CONSTRAINT idempotency_keys_org_key_key PRIMARY KEY (organization_id, key),
   CONSTRAINT idempotency_keys_completed_has_response CHECK (status <> 'completed' OR response IS NOT NULL)
 );
+-- cleanup_expired_idempotency_keys: expired keys no call is working on.
 CREATE INDEX idx_idempotency_keys_expires ON checkout.idempotency_keys (expires_at) WHERE status <> 'processing';
-CREATE INDEX idx_idempotency_keys_status ON checkout.idempotency_keys (status);
+-- check_invariants' and monitoring's keys stuck in processing or failed (002's name); completed
+-- keys, nearly all of them, are not indexed.
+CREATE INDEX idx_idempotency_keys_status ON checkout.idempotency_keys (status) WHERE status <> 'completed';
 COMMENT ON TABLE checkout.idempotency_keys IS 'Stripe-style idempotency: a key is bound to one operation and one request hash per organization; its stored response is replayed on retry.';
 COMMENT ON COLUMN checkout.idempotency_keys.operation IS 'The function the key was first used with (e.g. create_subscription_atomic); NULL for a row registered beforehand.';
 COMMENT ON COLUMN checkout.idempotency_keys.request_hash IS 'SHA-256 (hex) of the canonical request parameters; NULL until the key is claimed.';
@@ -326,8 +371,8 @@ COMMENT ON COLUMN checkout.idempotency_keys.expires_at IS 'After this the key co
 
 -- 003: trial tracking.
 CREATE TABLE checkout.trial_history (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
+  organization_id uuid NOT NULL, -- its organization's existence follows from the customer's (or payment's) key
   customer_id     uuid NOT NULL,
   product_id      uuid NOT NULL,
   subscription_id uuid,
@@ -339,6 +384,7 @@ CREATE TABLE checkout.trial_history (
   metadata        jsonb NOT NULL DEFAULT '{}',
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT trial_history_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT trial_history_one_per_product UNIQUE (organization_id, customer_id, product_id),
   CONSTRAINT trial_history_dates CHECK (trial_start <= trial_end),
   CONSTRAINT trial_history_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
@@ -348,16 +394,20 @@ CREATE TABLE checkout.trial_history (
   CONSTRAINT trial_history_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
     REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id)
 );
-CREATE INDEX idx_trial_history_customer ON checkout.trial_history (customer_id);
-CREATE INDEX idx_trial_history_product ON checkout.trial_history (product_id);
+-- The seed's 003 indexes, tenant-first: a customer's trials (and the cascade when one is
+-- deleted), a product's (its cascade), trials by date and converted trials (reports).
+CREATE INDEX idx_trial_history_customer ON checkout.trial_history (organization_id, customer_id);
+CREATE INDEX idx_trial_history_product ON checkout.trial_history (organization_id, product_id);
 CREATE INDEX idx_trial_history_dates ON checkout.trial_history (trial_start, trial_end);
 CREATE INDEX idx_trial_history_converted ON checkout.trial_history (converted) WHERE converted = true;
-CREATE INDEX idx_trial_history_subscription ON checkout.trial_history (subscription_id) WHERE subscription_id IS NOT NULL;
+-- The trial of a subscription (the audit trigger's conversion; SET NULL when it is deleted).
+CREATE INDEX idx_trial_history_subscription ON checkout.trial_history (organization_id, subscription_id)
+  WHERE subscription_id IS NOT NULL;
 COMMENT ON TABLE checkout.trial_history IS 'Every trial ever granted: at most one per (organization, customer, product).';
 COMMENT ON COLUMN checkout.trial_history.converted IS 'True once the trial became a paid subscription (conversion_date says when).';
 
 CREATE TABLE checkout.customer_email_variants (
-  id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id               uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id  uuid NOT NULL,
   customer_id      uuid NOT NULL,
   email            text NOT NULL,
@@ -365,6 +415,7 @@ CREATE TABLE checkout.customer_email_variants (
   email_domain     text NOT NULL,
   rules_version    integer NOT NULL,
   created_at       timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT customer_email_variants_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT customer_email_variants_customer_id_fkey FOREIGN KEY (organization_id, customer_id)
     REFERENCES checkout.customers (organization_id, id) ON DELETE CASCADE
 );
@@ -375,6 +426,7 @@ CREATE UNIQUE INDEX customer_email_variants_key ON checkout.customer_email_varia
   (organization_id, customer_id, lower(email)) INCLUDE (email_normalized);
 CREATE INDEX idx_email_variants_normalized ON checkout.customer_email_variants (organization_id, email_normalized)
   INCLUDE (customer_id);
+-- Abuse reports by domain (003's index).
 CREATE INDEX idx_email_variants_domain ON checkout.customer_email_variants (email_domain);
 COMMENT ON TABLE checkout.customer_email_variants IS 'Every email a customer has had, with its canonical form (normalize_email), to catch trial abuse through address variants. Maintained by a trigger on customers.';
 COMMENT ON COLUMN checkout.customer_email_variants.email_normalized IS 'normalize_email(email) under rules_version; recompute with renormalize_email_variants() when the rules change.';
@@ -382,7 +434,7 @@ COMMENT ON COLUMN checkout.customer_email_variants.rules_version IS 'email_rules
 
 -- 004: audit and tracking.
 CREATE TABLE checkout.subscription_changes (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
   organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
   subscription_id uuid NOT NULL,
   change_type     varchar(50) NOT NULL
@@ -395,15 +447,20 @@ CREATE TABLE checkout.subscription_changes (
   reason          text,
   metadata        jsonb NOT NULL DEFAULT '{}',
   created_at      timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT subscription_changes_pkey PRIMARY KEY (organization_id, id),
   -- No foreign key to subscriptions: the trail outlives a deleted subscription (its 'deleted' row).
   CONSTRAINT subscription_changes_changed_by_fkey FOREIGN KEY (organization_id, changed_by)
     REFERENCES checkout.users (organization_id, id) ON DELETE SET NULL (changed_by),
   changed_by_role text -- last: 0.2.0 added it (default set in lifecycle.sql)
 );
-CREATE INDEX idx_subscription_changes_sub ON checkout.subscription_changes (subscription_id);
+-- A subscription's trail in order (check_invariants, support).
+CREATE INDEX idx_subscription_changes_sub ON checkout.subscription_changes (organization_id, subscription_id, created_at);
+-- The seed's 004 reports: changes by type, changes by date.
 CREATE INDEX idx_subscription_changes_type ON checkout.subscription_changes (change_type);
 CREATE INDEX idx_subscription_changes_date ON checkout.subscription_changes (created_at);
-CREATE INDEX idx_subscription_changes_changed_by ON checkout.subscription_changes (changed_by) WHERE changed_by IS NOT NULL;
+-- SET NULL when a user is deleted (only rows that name one).
+CREATE INDEX idx_subscription_changes_changed_by ON checkout.subscription_changes (organization_id, changed_by)
+  WHERE changed_by IS NOT NULL;
 COMMENT ON TABLE checkout.subscription_changes IS 'Audit trail of subscriptions: one row per change, with old and new values.';
 COMMENT ON COLUMN checkout.subscription_changes.changed_by IS 'The staff user (users.id) who made the change, when known.';
 COMMENT ON COLUMN checkout.subscription_changes.changed_by_type IS 'user, system, webhook or support.';
@@ -411,8 +468,8 @@ COMMENT ON COLUMN checkout.subscription_changes.changed_by_role IS 'The database
 COMMENT ON COLUMN checkout.subscription_changes.change_type IS 'created, updated (direct SQL), cancelled, reactivated, expired, upgraded, downgraded, renewed, past_due, converted (trial became paid) or deleted.';
 
 CREATE TABLE checkout.refunds (
-  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  organization_id uuid NOT NULL REFERENCES checkout.organizations (id) ON DELETE CASCADE,
+  id              uuid NOT NULL DEFAULT gen_random_uuid(),
+  organization_id uuid NOT NULL, -- its organization's existence follows from the customer's (or payment's) key
   payment_intent_id text NOT NULL,
   stripe_refund_id text,
   subscription_id uuid,
@@ -426,14 +483,20 @@ CREATE TABLE checkout.refunds (
   completed_at    timestamptz,
   CONSTRAINT check_positive_refund_amount CHECK (amount > 0),
   CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
-  CONSTRAINT refunds_stripe_refund_id_key UNIQUE (organization_id, stripe_refund_id),
+  CONSTRAINT refunds_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT refunds_payment_intent_id_fkey FOREIGN KEY (organization_id, payment_intent_id)
     REFERENCES checkout.payment_intents (organization_id, stripe_payment_intent_id) ON DELETE CASCADE,
   CONSTRAINT refunds_subscription_id_fkey FOREIGN KEY (organization_id, subscription_id)
     REFERENCES checkout.subscriptions (organization_id, id) ON DELETE SET NULL (subscription_id)
 );
-CREATE INDEX idx_refunds_payment ON checkout.refunds (payment_intent_id);
-CREATE INDEX idx_refunds_subscription ON checkout.refunds (subscription_id);
+-- The provider's refund id, unique per organization where it is set (record_refund's replay).
+CREATE UNIQUE INDEX refunds_stripe_refund_id_key ON checkout.refunds (organization_id, stripe_refund_id)
+  WHERE stripe_refund_id IS NOT NULL;
+-- A payment's refunds (the bound's sum; the cascade when a payment is deleted).
+CREATE INDEX idx_refunds_payment ON checkout.refunds (organization_id, payment_intent_id);
+-- SET NULL when a subscription is deleted.
+CREATE INDEX idx_refunds_subscription ON checkout.refunds (organization_id, subscription_id) WHERE subscription_id IS NOT NULL;
+-- The seed's 004 report of refunds by status.
 CREATE INDEX idx_refunds_status ON checkout.refunds (status);
 COMMENT ON TABLE checkout.refunds IS 'Refunds of a payment intent (referenced by the provider''s id, as in the seed).';
 COMMENT ON COLUMN checkout.refunds.payment_intent_id IS 'payment_intents.stripe_payment_intent_id of the same organization.';

@@ -10,22 +10,22 @@ AS $verify$
     VALUES
     ('table', 'organizations', NULL),
     ('table', 'users', NULL),
-    ('constraint', 'users_org_id_key', 'users'),
+    ('constraint', 'users_pkey', 'users'),
     ('index', 'users_org_email_key', 'users'),
     ('table', 'customers', NULL),
-    ('constraint', 'customers_org_id_key', 'customers'),
+    ('constraint', 'customers_pkey', 'customers'),
     ('index', 'unique_customer_email_per_org', 'customers'),
     ('index', 'unique_external_id_per_org', 'customers'),
     ('index', 'idx_customers_email_org', 'customers'),
     ('index', 'idx_customers_external_id_org', 'customers'),
     ('index', 'idx_customers_stripe_id', 'customers'),
     ('table', 'products', NULL),
-    ('constraint', 'products_org_id_key', 'products'),
+    ('constraint', 'products_pkey', 'products'),
     ('table', 'features', NULL),
-    ('constraint', 'features_org_id_key', 'features'),
+    ('constraint', 'features_pkey', 'features'),
     ('constraint', 'features_org_key_key', 'features'),
     ('table', 'subscriptions', NULL),
-    ('constraint', 'subscriptions_org_id_key', 'subscriptions'),
+    ('constraint', 'subscriptions_pkey', 'subscriptions'),
     ('constraint', 'check_subscription_dates', 'subscriptions'),
     ('constraint', 'check_trial_dates', 'subscriptions'),
     ('constraint', 'check_positive_amount', 'subscriptions'),
@@ -39,7 +39,7 @@ AS $verify$
     ('index', 'idx_subscriptions_product', 'subscriptions'),
     ('index', 'idx_subscriptions_cancel_pending', 'subscriptions'),
     ('table', 'checkout_sessions', NULL),
-    ('constraint', 'checkout_sessions_org_id_key', 'checkout_sessions'),
+    ('constraint', 'checkout_sessions_pkey', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_customer_id_fkey', 'checkout_sessions'),
     ('constraint', 'checkout_sessions_product_id_fkey', 'checkout_sessions'),
     ('index', 'idx_checkout_sessions_expires', 'checkout_sessions'),
@@ -47,7 +47,7 @@ AS $verify$
     ('index', 'idx_products_metrics_stale', 'products'),
     ('index', 'idx_checkout_sessions_expired', 'checkout_sessions'),
     ('table', 'payment_intents', NULL),
-    ('constraint', 'payment_intents_org_id_key', 'payment_intents'),
+    ('constraint', 'payment_intents_pkey', 'payment_intents'),
     ('constraint', 'payment_intents_org_stripe_key', 'payment_intents'),
     ('constraint', 'check_positive_payment_amount', 'payment_intents'),
     ('constraint', 'payment_intents_customer_id_fkey', 'payment_intents'),
@@ -63,7 +63,6 @@ AS $verify$
     ('constraint', 'feature_grants_subscription_id_fkey', 'feature_grants'),
     ('constraint', 'feature_grants_revoked_after_granted', 'feature_grants'),
     ('index', 'idx_feature_grants_customer', 'feature_grants'),
-    ('index', 'idx_feature_grants_subscription', 'feature_grants'),
     ('index', 'idx_feature_grants_feature', 'feature_grants'),
     ('table', 'webhook_events', NULL),
     ('constraint', 'webhook_events_provider_event_key', 'webhook_events'),
@@ -102,7 +101,7 @@ AS $verify$
     ('table', 'refunds', NULL),
     ('constraint', 'check_positive_refund_amount', 'refunds'),
     ('constraint', 'check_amount_in_range', 'refunds'),
-    ('constraint', 'refunds_stripe_refund_id_key', 'refunds'),
+    ('index', 'refunds_stripe_refund_id_key', 'refunds'),
     ('trigger', 'refunds_guard_status', 'refunds'),
     ('constraint', 'check_amount_in_range', 'subscriptions'),
     ('constraint', 'check_ended_stamped', 'subscriptions'),
@@ -110,10 +109,10 @@ AS $verify$
     ('trigger', 'payments_guard_refunded', 'payment_intents'),
     ('function', 'checkout.guard_payment_refunded()', NULL),
     ('function', 'checkout.restoring(text)', NULL),
-    ('constraint', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
+    ('index', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
     ('constraint', 'check_amount_in_range', 'payment_intents'),
     ('constraint', 'check_amount_in_range', 'checkout_sessions'),
-    ('constraint', 'checkout_sessions_stripe_session_id_key', 'checkout_sessions'),
+    ('index', 'checkout_sessions_stripe_session_id_key', 'checkout_sessions'),
     ('constraint', 'refunds_payment_intent_id_fkey', 'refunds'),
     ('constraint', 'refunds_subscription_id_fkey', 'refunds'),
     ('index', 'idx_refunds_payment', 'refunds'),
@@ -197,6 +196,19 @@ AS $verify$
   SELECT 'privilege: PUBLIC has no CREATE on schema checkout',
          NOT has_schema_privilege('public', 'checkout', 'CREATE'),
          'schema ACL: ' || coalesce((SELECT nspacl::text FROM pg_namespace WHERE nspname = 'checkout'), 'default')
+  UNION ALL
+  -- Tenant-first keys: a unique key of a tenant table that does not start with organization_id
+  -- would be checked across tenants (and cannot be distributed by organization).
+  SELECT 'keys: every primary and unique key of a tenant table starts with organization_id',
+         coalesce(bool_and(a.attname IS NOT DISTINCT FROM 'organization_id'), true),
+         coalesce('not tenant-first: ' || string_agg(i.indexrelid::regclass::text, ', ' ORDER BY i.indexrelid::regclass::text)
+                    FILTER (WHERE a.attname IS DISTINCT FROM 'organization_id'), 'all tenant-first')
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indrelid
+  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r' AND i.indisunique
+    -- the tenants themselves, and the operational tables whose rows may belong to no organization
+    AND c.relname NOT IN ('organizations', 'reconciliation_queue', 'maintenance_runs')
   UNION ALL
   -- A SECURITY DEFINER trigger function PUBLIC may execute could be attached to anyone's table.
   SELECT 'privilege: PUBLIC cannot execute the trigger functions',

@@ -1,14 +1,17 @@
 //! The audit trail of subscriptions (seed migration 004), written by a trigger so no path skips it
-//! (sql/lifecycle.sql). A checkout function tells the trigger what it is doing through a
-//! per-backend context: the precise change type (cancelled, upgraded, ...), who and why. Direct SQL
-//! has no context: its changes are recorded as `updated`, by the `checkout.actor` setting or the
-//! database role.
+//! (src/subscriptions/triggers.rs, created in sql/lifecycle.sql). A checkout function tells the
+//! trigger what it is doing through a per-backend context: the precise change type (cancelled,
+//! upgraded, ...), who and why. Direct SQL has no context: its changes are recorded as `updated`,
+//! by the `checkout.actor` setting or the database role.
 use pgrx::prelude::*;
 use pgrx::{is_a, JsonB, PgList, Uuid};
 use serde_json::json;
 use std::cell::RefCell;
 use std::ffi::CStr;
 
+pub mod trigger;
+
+// The trigger functions are native (src/subscriptions/triggers.rs); the file creates the triggers.
 extension_sql_file!(
     "../sql/lifecycle.sql",
     name = "lifecycle",
@@ -17,9 +20,8 @@ extension_sql_file!(
         invoking_role,
         subscription_audit_skipped,
         restoring,
-        subscription_change_context,
-        subscriptions::states::subscription_transition_allowed,
-        subscriptions::states::subscription_transitions
+        subscriptions::triggers::guard_subscription_update,
+        subscriptions::triggers::audit_subscription_change
     ]
 );
 
@@ -115,6 +117,16 @@ fn restoring_copy_into(table: &[u8]) -> bool {
             && (*relation).catalogname.is_null()
             && pg_sys::superuser()
     }
+}
+
+/// What the running function says of its change, for the audit trigger: (change type, changed_by,
+/// reason); None for direct SQL. The values `subscription_change_context()` shows.
+pub fn current_change() -> Option<(&'static str, Option<Uuid>, Option<String>)> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|c| (c.change_type, c.changed_by, c.reason.clone()))
+    })
 }
 
 /// The running function's context for the trigger, NULL when there is none (direct SQL).

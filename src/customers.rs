@@ -27,7 +27,7 @@ const UPDATE_SQL: &str = "
 UPDATE checkout.customers
 SET email = $2, name = COALESCE($3, name), stripe_customer_id = COALESCE($4, stripe_customer_id),
     metadata = metadata || $5, updated_at = pg_catalog.now()
-WHERE id = $1";
+WHERE organization_id = $6 AND id = $1";
 
 /// Insert, or merge into the customer holding the email. `xmax = 0` only on a fresh insert.
 /// Nothing is inserted for an unknown organization (P0002, like every missing tenant row).
@@ -93,7 +93,7 @@ fn upsert_customer_atomic(
                         Some("Merge or delete one of the two customers, or pass the email of the external_id's customer."),
                     );
                 }
-                let plan = kept(client, UPDATE_SQL, &[UUID, TEXT, TEXT, TEXT, JSONB], true);
+                let plan = kept(client, UPDATE_SQL, &[UUID, TEXT, TEXT, TEXT, JSONB, UUID], true);
                 ok(client.update(
                     plan,
                     None,
@@ -103,6 +103,7 @@ fn upsert_customer_atomic(
                         p_name.into(),
                         p_stripe_customer_id.into(),
                         JsonB(metadata).into(),
+                        organization.into(),
                     ],
                 ));
                 return JsonB(json!({"customer_id": id.to_string(), "created": false}));

@@ -25,6 +25,12 @@ pub enum Kind {
     /// 54001 statement_too_complex: a jsonb argument nested deeper than checkout reads (PostgreSQL's
     /// own code for input nested too deeply).
     TooDeep,
+    /// 39P01 trigger_protocol_violated: a trigger function of checkout fired other than as its own
+    /// trigger (on another table, for each statement, or at the wrong time). Nothing was written.
+    TriggerProtocol,
+    /// 23514 check_violation: a write would break a bound the triggers hold like a CHECK: refunds
+    /// above their payment or in another currency, a payment's amount or currency under its refunds.
+    CheckViolation,
     /// XX000 internal_error: a bug in checkout (never expected; please report it).
     Internal,
 }
@@ -39,6 +45,8 @@ impl Kind {
             Kind::Conflict => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
             Kind::InvalidTransition => PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
             Kind::TooDeep => PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
+            Kind::TriggerProtocol => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            Kind::CheckViolation => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

@@ -6,7 +6,7 @@
 //! rolled back). A key is bound to one operation and one hash of the canonical request.
 use crate::errors::{raise, Kind};
 use crate::gucs::IDEMPOTENCY_KEY_TTL;
-use crate::plans::{first_row, kept, not_null, ok};
+use crate::plans::{first_row, kept, ok};
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
@@ -49,18 +49,24 @@ SET operation = $2, request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalo
     created_at = CASE WHEN $5 THEN pg_catalog.now() ELSE created_at END,
     expires_at = CASE WHEN $5 THEN pg_catalog.now() ELSE created_at END + pg_catalog.make_interval(secs => $4),
     updated_at = pg_catalog.now()
-WHERE id = $1";
+WHERE organization_id = $1 AND key = $6";
 
 const COMPLETE_SQL: &str = "
-UPDATE checkout.idempotency_keys SET status = 'completed', response = $2, updated_at = pg_catalog.now()
-WHERE id = $1";
+UPDATE checkout.idempotency_keys SET status = 'completed', response = $3, updated_at = pg_catalog.now()
+WHERE organization_id = $1 AND key = $2";
 
 /// What the caller must do after [`claim`].
 pub enum Claim {
     /// The key is ours: do the work, then [`complete`] it.
-    Owned(Uuid),
+    Owned(Owned),
     /// The key already holds this response (with `"replayed": true` added): return it.
     Replay(serde_json::Value),
+}
+
+/// A key the caller holds (its primary key: the organization and the key).
+pub struct Owned {
+    organization: Uuid,
+    key: String,
 }
 
 /// Checks a key's length: 1-255 characters.
@@ -109,8 +115,14 @@ pub fn claim(
             ttl.into(),
         ],
     ));
-    if let Some(id) = first_row(inserted).and_then(|row| ok(row.get::<Uuid>(1))) {
-        return Claim::Owned(id);
+    let owned = || {
+        Claim::Owned(Owned {
+            organization,
+            key: key.to_owned(),
+        })
+    };
+    if first_row(inserted).is_some() {
+        return owned();
     }
     // The key exists and its transaction has finished (the insert waited for it). Lock it: a
     // registered or expired key is re-claimed below, and only one caller may do that.
@@ -149,6 +161,7 @@ pub fn claim(
             TEXT,
             INT4,
             PgOid::BuiltIn(PgBuiltInOids::BOOLOID),
+            TEXT,
         ],
         true,
     );
@@ -156,19 +169,19 @@ pub fn claim(
         plan,
         None,
         &[
-            state.id.into(),
+            organization.into(),
             operation.into(),
             request.into(),
             ttl.into(),
             state.expired.into(),
+            key.into(),
         ],
     ));
-    Claim::Owned(state.id)
+    owned()
 }
 
 /// A row of LOOKUP_SQL / EXISTING_SQL.
 struct KeyState {
-    id: Uuid,
     status: String,
     operation: Option<String>,
     same_request: Option<bool>,
@@ -179,7 +192,6 @@ struct KeyState {
 impl KeyState {
     fn read(row: &pgrx::spi::SpiTupleTable<'_>) -> Self {
         KeyState {
-            id: not_null(row.get(1), "idempotency_keys.id"),
             status: ok(row.get(2)).unwrap_or_default(),
             operation: ok(row.get(3)),
             same_request: ok(row.get(4)),
@@ -217,7 +229,15 @@ impl KeyState {
 }
 
 /// Stores the final response with the key, in the same transaction as the work.
-pub fn complete(client: &mut SpiClient<'_>, id: Uuid, response: &serde_json::Value) {
-    let plan = kept(client, COMPLETE_SQL, &[UUID, JSONB], true);
-    ok(client.update(plan, None, &[id.into(), JsonB(response.clone()).into()]));
+pub fn complete(client: &mut SpiClient<'_>, owned: &Owned, response: &serde_json::Value) {
+    let plan = kept(client, COMPLETE_SQL, &[UUID, TEXT, JSONB], true);
+    ok(client.update(
+        plan,
+        None,
+        &[
+            owned.organization.into(),
+            owned.key.as_str().into(),
+            JsonB(response.clone()).into(),
+        ],
+    ));
 }

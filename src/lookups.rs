@@ -179,6 +179,26 @@ impl Lookups {
         }
     }
 
+    /// Whether `checkout.<index>` exists, belongs to `table` and has `column` as its first key
+    /// column. Between a package update and `ALTER EXTENSION checkout UPDATE`, the library runs
+    /// over an older release's keys: callers pick the lookup those keys allow.
+    pub fn leads_with(&self, table: Table<'_>, index: &'static CStr, column: &str) -> bool {
+        if try_oid(index, pg_sys::RELKIND_INDEX).is_none() {
+            return false;
+        }
+        let (irel, _) = self.index(table, index);
+        let (attnum, _, _) = attribute(
+            // SAFETY: `table` is open while its `Lookups` lives.
+            unsafe { (*table.rel).rd_att },
+            column,
+        );
+        // SAFETY: `irel` is open (this set of lookups keeps it); indkey has indnatts entries.
+        unsafe {
+            let form = (*irel).rd_index;
+            (*form).indnkeyatts >= 1 && *(*form).indkey.values.as_ptr() as i32 == attnum
+        }
+    }
+
     /// Calls `each` with every row of `table` whose `keys` columns equal the given values, found
     /// through `index` (`checkout.<index>`, a valid btree index on `table` without a predicate,
     /// holding the key columns), until `each` returns false.
@@ -574,11 +594,16 @@ fn attribute(desc: pg_sys::TupleDesc, column: &str) -> (i32, pg_sys::Oid, pg_sys
 
 /// The OID of `checkout.<name>`, a relation of the given kind, through the cache.
 fn oid(name: &'static CStr, kind: u8) -> pg_sys::Oid {
+    try_oid(name, kind).unwrap_or_else(|| missing(name))
+}
+
+/// The same, None when there is no such relation (not cached: looked up again next time).
+fn try_oid(name: &'static CStr, kind: u8) -> Option<pg_sys::Oid> {
     let generation = GENERATION.with(Cell::get);
     let key = name.as_ptr() as usize;
     if let Some((oid, seen)) = OIDS.with(|o| o.borrow().get(&key).copied()) {
         if seen == generation {
-            return oid;
+            return Some(oid);
         }
     }
     // SAFETY: catalog lookups by name.
@@ -590,14 +615,14 @@ fn oid(name: &'static CStr, kind: u8) -> pg_sys::Oid {
             pg_sys::get_relname_relid(name.as_ptr(), schema)
         };
         if oid == pg_sys::InvalidOid || pg_sys::get_rel_relkind(oid) as u8 != kind {
-            missing(name);
+            return None;
         }
         oid
     };
     // Stamped with the generation read before the lookup: an invalidation during it makes the
     // entry stale at once.
     OIDS.with(|o| o.borrow_mut().insert(key, (oid, generation)));
-    oid
+    Some(oid)
 }
 
 fn missing(name: &CStr) -> ! {

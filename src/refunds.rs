@@ -1,11 +1,18 @@
 //! Refunds (sql/refunds.sql): idempotent on the provider's refund id, bounded by the payment,
-//! status guarded by a trigger.
+//! status guarded by a trigger (guards.rs).
 use pgrx::prelude::*;
+
+mod guards;
 
 extension_sql_file!(
     "../sql/refunds.sql",
     name = "refunds",
-    requires = ["schema", audit::restoring]
+    requires = [
+        "schema",
+        audit::restoring,
+        refunds::guards::guard_refund_status,
+        refunds::guards::guard_payment_refunded
+    ]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -110,7 +110,11 @@ mod tests {
         fixture();
         let grant = "INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000a1', 'd0000000-0000-0000-0000-0000000000a1')";
         assert_eq!(sqlstate_of(grant), "23505", "fixture already granted it");
-        let upsert = format!("{grant} ON CONFLICT (customer_id, feature_id, subscription_id) DO UPDATE SET granted_at = EXCLUDED.granted_at");
+        // The seed's target (customer_id, feature_id, subscription_id) names a key that is now
+        // tenant-first: the target names the organization too.
+        let seed_target = format!("{grant} ON CONFLICT (customer_id, feature_id, subscription_id) DO NOTHING");
+        assert_eq!(sqlstate_of(&seed_target), "42P10");
+        let upsert = format!("{grant} ON CONFLICT (organization_id, customer_id, feature_id, subscription_id) DO UPDATE SET granted_at = EXCLUDED.granted_at");
         assert_eq!(sqlstate_of(&upsert), "00000");
         assert_eq!(count("SELECT count(*) FROM checkout.feature_grants"), 1);
     }
@@ -213,6 +217,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(failing.as_deref(), Some("index idx_subscriptions_ending"));
+    }
+
+    /// Every primary and unique key of a tenant table starts with organization_id (what tenant
+    /// isolation by constraint and distribution by organization need); verify() names one that
+    /// does not.
+    #[pg_test]
+    fn keys_are_tenant_first_and_verify_names_one_that_is_not() {
+        let global = count(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE c.relnamespace = 'checkout'::regnamespace AND i.indisunique AND a.attname <> 'organization_id'
+               AND c.relname NOT IN ('organizations', 'reconciliation_queue', 'maintenance_runs')",
+        );
+        assert_eq!(global, 0);
+        let primary = Spi::get_one::<String>(
+            "SELECT pg_get_indexdef('checkout.subscriptions_pkey'::regclass)",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(primary.ends_with("(organization_id, id)"), "{primary}");
+        Spi::run("CREATE UNIQUE INDEX refunds_global_id ON checkout.refunds (id)").unwrap();
+        let failing = Spi::get_one::<String>(
+            "SELECT \"check\" || ': ' || detail FROM checkout.verify() WHERE NOT ok",
+        )
+        .unwrap();
+        assert_eq!(
+            failing.as_deref(),
+            Some("keys: every primary and unique key of a tenant table starts with organization_id: not tenant-first: checkout.refunds_global_id")
+        );
     }
 
     #[pg_test]

@@ -33,10 +33,22 @@ pub fn eligibility(
     let lookups = Lookups::begin(snapshot);
     let customers = lookups.table(c"customers");
     let mut found: Option<(Uuid, String)> = None;
+    // Tenant-first: with the organization, the primary key; the seed form, which has none,
+    // finds the customer by id alone (customers_id_idx). Under 0.5.0's keys (the library updated,
+    // the extension not yet), customers_pkey is (id).
+    let tenant_first = lookups.leads_with(customers, c"customers_pkey", "organization_id");
+    let (index, keys) = match (&organization, tenant_first) {
+        (Some(org), true) => (
+            c"customers_pkey",
+            vec![Key::Uuid("organization_id", org), Key::Uuid("id", &customer)],
+        ),
+        (None, true) => (c"customers_id_idx", vec![Key::Uuid("id", &customer)]),
+        (_, false) => (c"customers_pkey", vec![Key::Uuid("id", &customer)]),
+    };
     lookups.scan(
         customers,
-        c"customers_pkey",
-        &[Key::Uuid("id", &customer)],
+        index,
+        &keys,
         |row| {
             if !row.is_null("deleted_at") {
                 return false;
@@ -76,7 +88,12 @@ pub fn eligibility(
         Key::Uuid("organization_id", &organization),
         Key::Uuid("id", &product),
     ];
-    lookups.scan(products, c"products_org_id_key", &in_organization, |_| {
+    let products_key = if tenant_first {
+        c"products_pkey"
+    } else {
+        c"products_org_id_key"
+    };
+    lookups.scan(products, products_key, &in_organization, |_| {
         product_found = true;
         false
     });
@@ -475,7 +492,8 @@ mod tests {
         };
         let indexes = [
             "customers_pkey",
-            "products_org_id_key",
+            "customers_id_idx",
+            "products_pkey",
             "trial_history_one_per_product",
             "customer_email_variants_key",
             "idx_email_variants_normalized",
@@ -502,6 +520,14 @@ mod tests {
             )["eligible"],
             true
         );
+        // The organization's form finds the customer through the primary key.
+        let in_org = Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT checkout.check_trial_eligibility('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a2', '{PRO_A}', NULL)"
+        ))
+        .expect("query failed")
+        .expect("NULL result")
+        .0;
+        assert_eq!(in_org, eligibility("c0000000-0000-0000-0000-0000000000a2", None));
         assert_eq!(scans(), seq_before, "a lookup did a sequential scan");
         for (index, before) in indexes.iter().zip(idx_before) {
             assert!(index_scans(index) > before, "{index} was not used");

@@ -14,6 +14,6 @@ WITH sub AS (
   SELECT organization_id, customer_id, bench_uuid(3, :c % 10), id FROM sub
 ), cust AS (
   UPDATE checkout.customers c SET has_active_subscription = true, subscription_count = c.subscription_count + 1, updated_at = now()
-  FROM sub WHERE c.id = sub.customer_id
+  FROM sub WHERE c.organization_id = sub.organization_id AND c.id = sub.customer_id
 )
 SELECT id FROM sub;

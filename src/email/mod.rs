@@ -1,11 +1,12 @@
-//! `normalize_email`, `email_rules_version` and the stored canonical forms (sql/email.sql: the
-//! trigger that records every email a customer has had in customer_email_variants).
+//! `normalize_email`, `email_rules_version` and the stored canonical forms (triggers.rs, created
+//! in sql/email.sql: every email a customer has had, recorded in customer_email_variants).
 use crate::errors::{raise, Kind};
 use pgrx::pg_sys::VARHDRSZ;
 use pgrx::prelude::*;
 use pgrx::varlena::{set_varsize_4b, varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 
 pub mod rules;
+mod triggers;
 
 // Canonical form of an email address (see rules.rs); invalid input raises 22023. Written against
 // the fmgr interface rather than with #[pg_extern]: it runs once per row in bulk checks and
@@ -113,7 +114,13 @@ fn truncated(s: &str) -> String {
 extension_sql_file!(
     "../../sql/email.sql",
     name = "email",
-    requires = ["schema", "normalize_email", email_rules_version]
+    requires = [
+        "schema",
+        "normalize_email",
+        email_rules_version,
+        email::triggers::track_customer_email,
+        email::triggers::merge_duplicate_email_variant
+    ]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

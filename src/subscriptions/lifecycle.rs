@@ -78,13 +78,14 @@ WITH sub AS (
   RETURNING s.*
 ), revoked AS (
   UPDATE checkout.feature_grants g SET revoked_at = GREATEST(pg_catalog.now(), g.granted_at) -- GREATEST is syntax, not a function
-  FROM sub WHERE g.subscription_id = sub.id AND g.revoked_at IS NULL AND g.feature_id <> ALL ($8)
+  FROM sub WHERE g.organization_id = sub.organization_id AND g.subscription_id = sub.id AND g.revoked_at IS NULL
+    AND g.feature_id <> ALL ($8)
   RETURNING g.feature_id
 ), granted AS (
   INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id, metadata)
   SELECT sub.organization_id, sub.customer_id, f.id, sub.id, f.metadata
   FROM sub, unnest($8::uuid[], $9::jsonb[]) AS f(id, metadata) -- multi-array unnest cannot be schema-qualified
-  ON CONFLICT (customer_id, feature_id, subscription_id) DO UPDATE SET revoked_at = NULL, metadata = EXCLUDED.metadata
+  ON CONFLICT (organization_id, subscription_id, feature_id, customer_id) DO UPDATE SET revoked_at = NULL, metadata = EXCLUDED.metadata
 )
 SELECT ",
     row_json!(),
@@ -317,7 +318,7 @@ fn run(
             object.insert("change_type".into(), change_type.into());
         }
         if let Some(id) = key_id {
-            idempotency::complete(client, id, &response);
+            idempotency::complete(client, &id, &response);
         }
         JsonB(response)
     })

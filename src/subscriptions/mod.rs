@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 pub mod input;
 pub mod lifecycle;
 pub mod states;
+pub mod triggers;
 
 const fn oid(o: PgBuiltInOids) -> PgOid {
     PgOid::BuiltIn(o)
@@ -72,14 +73,15 @@ WITH sub AS (
   UPDATE checkout.customers c
   SET has_active_subscription = c.has_active_subscription OR sub.status IN ('active', 'trialing'),
       subscription_count = c.subscription_count + 1, updated_at = pg_catalog.now()
-  FROM sub WHERE c.id = sub.customer_id
-  RETURNING sub.product_id
+  FROM sub WHERE c.organization_id = sub.organization_id AND c.id = sub.customer_id
+  RETURNING sub.organization_id, sub.product_id
 ), product AS (
   -- Fed by the customer step, so the customer row is locked before the product row, the order
   -- every path takes (sql/lifecycle.sql). Only when set: an UPDATE that changes nothing would
   -- still lock the product row.
   UPDATE checkout.products p SET metrics_last_calculated_at = NULL
-  FROM customer WHERE p.id = customer.product_id AND p.metrics_last_calculated_at IS NOT NULL
+  FROM customer WHERE p.organization_id = customer.organization_id AND p.id = customer.product_id
+    AND p.metrics_last_calculated_at IS NOT NULL
 )
 SELECT id FROM sub";
 
@@ -94,7 +96,8 @@ ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING
 RETURNING id";
 
 /// The claim of a call that wrote no subscription after all (the pair already has one).
-const TRIAL_RELEASE_SQL: &str = "DELETE FROM checkout.trial_history WHERE id = $1";
+const TRIAL_RELEASE_SQL: &str =
+    "DELETE FROM checkout.trial_history WHERE organization_id = $1 AND id = $2";
 
 /// The active/trialing subscription of a (customer, product) pair, other than `$4` (NULL: any).
 /// create_subscription_atomic names it when the pair is taken; a reactivation or plan change
@@ -373,7 +376,7 @@ fn create_subscription_atomic(
                 timestamptz(sub.current_period_start).into(),
                 timestamptz(sub.current_period_end).into(),
                 JsonB(sub.metadata.clone()).into(),
-                key.map(|(_, k)| k).into(),
+                key.as_ref().map(|(_, k)| *k).into(),
                 version(&sub.product_version_id).into(),
                 version(&sub.price_version_id).into(),
                 trial_eligible.unwrap_or(false).into(),
@@ -391,8 +394,8 @@ fn create_subscription_atomic(
             }
             None => {
                 if let Some(claim) = trial_claim {
-                    let plan = kept(client, TRIAL_RELEASE_SQL, &[UUID], true);
-                    ok(client.update(plan, None, &[claim.into()]));
+                    let plan = kept(client, TRIAL_RELEASE_SQL, &[UUID, UUID], true);
+                    ok(client.update(plan, None, &[organization.into(), claim.into()]));
                 }
                 let plan = kept(client, ACTIVE_SQL, &[UUID, UUID, UUID, UUID], false);
                 let existing = ok(client.select(
@@ -410,7 +413,7 @@ fn create_subscription_atomic(
             }
         };
         if let Some((id, _)) = key {
-            idempotency::complete(client, id, &response);
+            idempotency::complete(client, &id, &response);
         }
         JsonB(response)
     })

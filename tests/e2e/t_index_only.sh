@@ -21,7 +21,7 @@ calls="SELECT md5(string_agg(checkout.check_trial_eligibility(c.id, $product, NU
        WHERE c.deleted_at IS NULL;
        SELECT string_agg(i || ' ' || pg_stat_get_xact_tuples_fetched(('checkout.' || i)::regclass)
                          || ' ' || (pg_stat_get_xact_numscans(('checkout.' || i)::regclass) > 0), ', ' ORDER BY i)
-       FROM unnest(ARRAY['customers_pkey', 'products_org_id_key', 'trial_history_one_per_product',
+       FROM unnest(ARRAY['customers_id_idx', 'products_pkey', 'trial_history_one_per_product',
                          'customer_email_variants_key', 'idx_email_variants_normalized']) i;"
 
 # Load and the first calls in one transaction: its own rows are not all-visible, so every lookup
@@ -56,7 +56,7 @@ fetches_after=$(echo "$after" | sed -n 2p)
 assert_eq "$digest_before" "$digest_after" "answers through the heap and from the index tuples"
 [ -n "$digest_after" ] || fail "no answers"
 # The only heap fetches: the email of each customer called with p_email NULL (3000 calls).
-assert_eq "customer_email_variants_key 0 true, customers_pkey 3000 true, idx_email_variants_normalized 0 true, products_org_id_key 0 true, trial_history_one_per_product 0 true" \
+assert_eq "customer_email_variants_key 0 true, customers_id_idx 3000 true, idx_email_variants_normalized 0 true, products_pkey 0 true, trial_history_one_per_product 0 true" \
   "$fetches_after" "heap fetches per index after VACUUM"
 # The answers are the ones the data gives (spot checks; the digest holds the rest).
 check() { psql_db $db -c "SELECT checkout.check_trial_eligibility($1, $product, ${2:-NULL})->>'reason'"; }
