@@ -93,7 +93,12 @@ fn upsert_customer_atomic(
                         Some("Merge or delete one of the two customers, or pass the email of the external_id's customer."),
                     );
                 }
-                let plan = kept(client, UPDATE_SQL, &[UUID, TEXT, TEXT, TEXT, JSONB, UUID], true);
+                let plan = kept(
+                    client,
+                    UPDATE_SQL,
+                    &[UUID, TEXT, TEXT, TEXT, JSONB, UUID],
+                    true,
+                );
                 ok(client.update(
                     plan,
                     None,

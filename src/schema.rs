@@ -112,7 +112,8 @@ mod tests {
         assert_eq!(sqlstate_of(grant), "23505", "fixture already granted it");
         // The seed's target (customer_id, feature_id, subscription_id) names a key that is now
         // tenant-first: the target names the organization too.
-        let seed_target = format!("{grant} ON CONFLICT (customer_id, feature_id, subscription_id) DO NOTHING");
+        let seed_target =
+            format!("{grant} ON CONFLICT (customer_id, feature_id, subscription_id) DO NOTHING");
         assert_eq!(sqlstate_of(&seed_target), "42P10");
         let upsert = format!("{grant} ON CONFLICT (organization_id, customer_id, feature_id, subscription_id) DO UPDATE SET granted_at = EXCLUDED.granted_at");
         assert_eq!(sqlstate_of(&upsert), "00000");

@@ -40,29 +40,27 @@ pub fn eligibility(
     let (index, keys) = match (&organization, tenant_first) {
         (Some(org), true) => (
             c"customers_pkey",
-            vec![Key::Uuid("organization_id", org), Key::Uuid("id", &customer)],
+            vec![
+                Key::Uuid("organization_id", org),
+                Key::Uuid("id", &customer),
+            ],
         ),
         (None, true) => (c"customers_id_idx", vec![Key::Uuid("id", &customer)]),
         (_, false) => (c"customers_pkey", vec![Key::Uuid("id", &customer)]),
     };
-    lookups.scan(
-        customers,
-        index,
-        &keys,
-        |row| {
-            if !row.is_null("deleted_at") {
-                return false;
-            }
-            // The email only when none was passed: it is not in the index, so reading it costs
-            // the heap fetch the other columns avoid.
-            let own_email = match email {
-                Some(_) => Some(String::new()),
-                None => row.text("email"),
-            };
-            found = row.uuid("organization_id").zip(own_email);
-            false
-        },
-    );
+    lookups.scan(customers, index, &keys, |row| {
+        if !row.is_null("deleted_at") {
+            return false;
+        }
+        // The email only when none was passed: it is not in the index, so reading it costs
+        // the heap fetch the other columns avoid.
+        let own_email = match email {
+            Some(_) => Some(String::new()),
+            None => row.text("email"),
+        };
+        found = row.uuid("organization_id").zip(own_email);
+        false
+    });
     let (organization, own_email) = match (found, organization) {
         (Some((found_in, email)), Some(wanted)) if found_in == wanted => (found_in, email),
         // Another tenant's customer is reported exactly like a missing one.
@@ -527,7 +525,10 @@ mod tests {
         .expect("query failed")
         .expect("NULL result")
         .0;
-        assert_eq!(in_org, eligibility("c0000000-0000-0000-0000-0000000000a2", None));
+        assert_eq!(
+            in_org,
+            eligibility("c0000000-0000-0000-0000-0000000000a2", None)
+        );
         assert_eq!(scans(), seq_before, "a lookup did a sequential scan");
         for (index, before) in indexes.iter().zip(idx_before) {
             assert!(index_scans(index) > before, "{index} was not used");

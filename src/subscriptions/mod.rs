@@ -1,8 +1,8 @@
 //! `create_subscription_atomic` (seed migration 006): validated, tenant-safe, exactly once.
 //!
 //! A call runs few statements: the idempotency key (when given: look up, claim), one tenant check
-//! of customer, product and features, one trial lookup (when a trial is requested), one
-//! data-modifying statement for every write, and the key's answer. Races on one pair are decided
+//! of customer, product and features, one trial lookup, claim and link (when a trial is granted),
+//! one data-modifying statement for every other write, and the key's answer. Races on one pair are decided
 //! by the partial unique index on active/trialing subscriptions (`ON CONFLICT DO NOTHING` waits
 //! for an in-flight insert), so racers get the winner's id.
 use crate::audit::{self, Change};
@@ -60,15 +60,10 @@ WITH sub AS (
   INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values, changed_by_type, reason)
   SELECT sub.organization_id, sub.id, 'created', pg_catalog.to_jsonb(sub.*), 'system', 'create_subscription_atomic'
   FROM sub
-), trial AS (
-  -- The trial this call claimed (TRIAL_CLAIM_SQL) now names its subscription.
-  UPDATE checkout.trial_history t SET subscription_id = sub.id
-  FROM sub WHERE $19 AND t.organization_id = sub.organization_id AND t.customer_id = sub.customer_id
-    AND t.product_id = sub.product_id AND t.subscription_id IS NULL
 ), grants AS (
   INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id, metadata)
   SELECT sub.organization_id, sub.customer_id, f.id, sub.id, f.metadata
-  FROM sub, unnest($20::uuid[], $21::jsonb[]) AS f(id, metadata) -- multi-array unnest cannot be schema-qualified
+  FROM sub, unnest($19::uuid[], $20::jsonb[]) AS f(id, metadata) -- multi-array unnest cannot be schema-qualified
 ), customer AS (
   UPDATE checkout.customers c
   SET has_active_subscription = c.has_active_subscription OR sub.status IN ('active', 'trialing'),
@@ -94,6 +89,11 @@ INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, tr
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING
 RETURNING id";
+
+/// The trial this call claimed now names its subscription. A statement of its own, run only when a
+/// trial was granted: in CREATE_SQL it would open trial_history and its indexes on every create.
+const TRIAL_LINK_SQL: &str =
+    "UPDATE checkout.trial_history SET subscription_id = $3 WHERE organization_id = $1 AND id = $2";
 
 /// The claim of a call that wrote no subscription after all (the pair already has one).
 const TRIAL_RELEASE_SQL: &str =
@@ -344,7 +344,6 @@ fn create_subscription_atomic(
                 TEXT,
                 UUID,
                 UUID,
-                BOOL,
                 UUID_ARRAY,
                 JSONB_ARRAY,
             ],
@@ -379,13 +378,16 @@ fn create_subscription_atomic(
                 key.as_ref().map(|(_, k)| *k).into(),
                 version(&sub.product_version_id).into(),
                 version(&sub.price_version_id).into(),
-                trial_eligible.unwrap_or(false).into(),
                 feature_uuids.into(),
                 feature_metadata.into(),
             ],
         ));
         let response = match first_row(created).and_then(|row| ok(row.get::<Uuid>(1))) {
             Some(id) => {
+                if let Some(claim) = trial_claim {
+                    let plan = kept(client, TRIAL_LINK_SQL, &[UUID, UUID, UUID], true);
+                    ok(client.update(plan, None, &[organization.into(), claim.into(), id.into()]));
+                }
                 let mut r = json!({"success": true, "subscription_id": id.to_string(), "status": status, "trial_eligible": trial_eligible});
                 if let Some(reason) = trial_reason {
                     r["trial_reason"] = reason;
