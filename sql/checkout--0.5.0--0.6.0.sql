@@ -250,6 +250,32 @@ CREATE UNIQUE INDEX refunds_stripe_refund_id_key ON checkout.refunds (organizati
 CREATE INDEX idx_refunds_payment ON checkout.refunds (organization_id, payment_intent_id);
 CREATE INDEX idx_refunds_subscription ON checkout.refunds (organization_id, subscription_id) WHERE subscription_id IS NOT NULL;
 
+-- The write path's CHECK value lists call native functions (src/check_rules.rs): a constraint's
+-- expression is re-read and planned on every statement that writes its table. Same names, same rows.
+CREATE FUNCTION checkout.is_subscription_status(text) RETURNS boolean
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'is_subscription_status_wrapper';
+CREATE FUNCTION checkout.is_billing_interval(text) RETURNS boolean
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'is_billing_interval_wrapper';
+CREATE FUNCTION checkout.is_change_type(text) RETURNS boolean
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'is_change_type_wrapper';
+CREATE FUNCTION checkout.is_actor_type(text) RETURNS boolean
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'is_actor_type_wrapper';
+CREATE FUNCTION checkout.is_idempotency_status(text) RETURNS boolean
+  LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'is_idempotency_status_wrapper';
+ALTER TABLE checkout.subscriptions
+  DROP CONSTRAINT subscriptions_status_check,
+  ADD CONSTRAINT subscriptions_status_check CHECK (checkout.is_subscription_status(status)),
+  DROP CONSTRAINT subscriptions_interval_check,
+  ADD CONSTRAINT subscriptions_interval_check CHECK (checkout.is_billing_interval("interval"));
+ALTER TABLE checkout.subscription_changes
+  DROP CONSTRAINT subscription_changes_change_type_check,
+  ADD CONSTRAINT subscription_changes_change_type_check CHECK (checkout.is_change_type(change_type)),
+  DROP CONSTRAINT subscription_changes_changed_by_type_check,
+  ADD CONSTRAINT subscription_changes_changed_by_type_check CHECK (checkout.is_actor_type(changed_by_type));
+ALTER TABLE checkout.idempotency_keys
+  DROP CONSTRAINT idempotency_keys_status_check,
+  ADD CONSTRAINT idempotency_keys_status_check CHECK (checkout.is_idempotency_status(status));
+
 -- The trigger functions: native (no PL/pgSQL on a write path, no SET search_path: every name
 -- they use is qualified, every operator pinned), and run only on their own table.
 CREATE OR REPLACE FUNCTION checkout.guard_subscription_update() RETURNS trigger
@@ -676,6 +702,13 @@ AS $verify$
     ('trigger', 'payments_guard_refunded', 'payment_intents'),
     ('function', 'checkout.guard_payment_refunded()', NULL),
     ('function', 'checkout.restoring(text)', NULL),
+    ('function', 'checkout.is_subscription_status(text)', NULL),
+    ('function', 'checkout.is_billing_interval(text)', NULL),
+    ('function', 'checkout.is_change_type(text)', NULL),
+    ('function', 'checkout.is_actor_type(text)', NULL),
+    ('function', 'checkout.is_idempotency_status(text)', NULL),
+    ('constraint', 'subscriptions_status_check', 'subscriptions'),
+    ('constraint', 'subscription_changes_change_type_check', 'subscription_changes'),
     ('index', 'subscriptions_stripe_subscription_id_key', 'subscriptions'),
     ('constraint', 'check_amount_in_range', 'payment_intents'),
     ('constraint', 'check_amount_in_range', 'checkout_sessions'),

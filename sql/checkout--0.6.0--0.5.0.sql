@@ -210,6 +210,25 @@ CREATE INDEX idx_subscription_changes_changed_by ON checkout.subscription_change
 CREATE INDEX idx_refunds_payment ON checkout.refunds (payment_intent_id);
 CREATE INDEX idx_refunds_subscription ON checkout.refunds (subscription_id);
 
+-- 0.5.0's CHECK value lists.
+ALTER TABLE checkout.subscriptions
+  DROP CONSTRAINT subscriptions_status_check,
+  ADD CONSTRAINT subscriptions_status_check CHECK (status IN
+    ('incomplete', 'trialing', 'active', 'past_due', 'canceled', 'unpaid', 'paused', 'expired')),
+  DROP CONSTRAINT subscriptions_interval_check,
+  ADD CONSTRAINT subscriptions_interval_check CHECK ("interval" IN ('day', 'week', 'month', 'year'));
+ALTER TABLE checkout.subscription_changes
+  DROP CONSTRAINT subscription_changes_change_type_check,
+  ADD CONSTRAINT subscription_changes_change_type_check CHECK (change_type IN ('created', 'updated', 'cancelled',
+    'reactivated', 'expired', 'upgraded', 'downgraded', 'renewed', 'past_due', 'converted', 'deleted')),
+  DROP CONSTRAINT subscription_changes_changed_by_type_check,
+  ADD CONSTRAINT subscription_changes_changed_by_type_check CHECK (changed_by_type IN ('user', 'system', 'webhook', 'support'));
+ALTER TABLE checkout.idempotency_keys
+  DROP CONSTRAINT idempotency_keys_status_check,
+  ADD CONSTRAINT idempotency_keys_status_check CHECK (status IN ('pending', 'processing', 'completed', 'failed'));
+DROP FUNCTION checkout.is_subscription_status(text), checkout.is_billing_interval(text), checkout.is_change_type(text),
+  checkout.is_actor_type(text), checkout.is_idempotency_status(text);
+
 -- 0.5.0's functions.
 CREATE OR REPLACE FUNCTION checkout.setting_seconds(name text, fallback integer) RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$

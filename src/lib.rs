@@ -5,6 +5,7 @@
 ::pgrx::pg_module_magic!(name, version);
 
 mod audit;
+mod check_rules;
 mod customers;
 mod email;
 mod errors;

@@ -38,22 +38,30 @@ const TIMESTAMPTZ: PgOid = oid(PgBuiltInOids::TIMESTAMPTZOID);
 
 const OPERATION: &str = "create_subscription_atomic";
 
-/// Checks customer, product and features in one go. No row lock: the unique index decides races
-/// (`ON CONFLICT` below), and the customer row is locked by the counter update anyway.
+/// Checks customer, product and features in one go, before a trial is looked up (a create without
+/// a trial checks them inside CREATE_SQL, one statement fewer). No row lock: the unique index
+/// decides races (`ON CONFLICT` below), and the customer row is locked by the counter update anyway.
 const TENANT_SQL: &str = "
 SELECT EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3),
        (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($4))
 FROM checkout.customers c
 WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL";
 
-/// Every write of a creation in one statement. When an active/trialing subscription exists for the
-/// pair, the insert does nothing and so does every statement fed by it.
+/// Every write of a creation in one statement, after the tenant check (TENANT_SQL's, as one row).
+/// When the check fails, or an active/trialing subscription exists for the pair, the insert does
+/// nothing and so does every statement fed by it; the result says which.
 const CREATE_SQL: &str = "
-WITH sub AS (
+WITH tenant AS (
+  SELECT EXISTS (SELECT 1 FROM checkout.customers c
+                 WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL) AS customer,
+         EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3) AS product,
+         (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($19)) AS features
+), sub AS (
   INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, stripe_subscription_id,
     stripe_price_id, amount, currency, \"interval\", interval_count, trial_start, trial_end,
     current_period_start, current_period_end, metadata, idempotency_key, product_version_id, price_version_id)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
+  FROM tenant WHERE tenant.customer AND tenant.product AND tenant.features = pg_catalog.cardinality($19)
   ON CONFLICT (organization_id, customer_id, product_id) WHERE status IN ('active', 'trialing') DO NOTHING
   RETURNING *
 ), audit AS (
@@ -78,7 +86,7 @@ WITH sub AS (
   FROM customer WHERE p.organization_id = customer.organization_id AND p.id = customer.product_id
     AND p.metrics_last_calculated_at IS NOT NULL
 )
-SELECT id FROM sub";
+SELECT (SELECT id FROM sub), tenant.customer, tenant.product, tenant.features FROM tenant";
 
 /// A granted trial is claimed on the unique (organization, customer, product) before the
 /// subscription is written: a concurrent claim of the same trial waits here, and a trial that
@@ -138,6 +146,41 @@ pub fn feature_elements(p_features: Option<Array<JsonText>>) -> Result<Vec<Optio
             element.map(|e| e.parse(&format!("p_features[{}]", i + 1)))
         })
         .collect())
+}
+
+/// What a create's tenant check is about.
+struct Tenant<'a> {
+    organization: Uuid,
+    customer: Uuid,
+    product: Uuid,
+    features: &'a [input::Feature],
+}
+
+impl Tenant<'_> {
+    /// Raises P0002 unless the check found the customer (not deleted), the product and every
+    /// feature in the organization.
+    fn require(&self, customer_found: bool, product_found: bool, features_found: i64) {
+        if !customer_found {
+            raise(
+                Kind::NotFound,
+                "customer not found in organization",
+                Some(format!(
+                    "customer_id: {}, organization_id: {}",
+                    self.customer, self.organization
+                )),
+                Some(
+                    "The customer does not exist, is deleted, or belongs to another organization.",
+                ),
+            );
+        }
+        require_product_and_features(
+            self.organization,
+            self.product,
+            product_found,
+            features_found,
+            self.features,
+        );
+    }
 }
 
 /// Raises P0002 unless a tenant check found the product and every feature in the organization.
@@ -228,37 +271,34 @@ fn create_subscription_atomic(
         };
 
         let feature_ids: Vec<Uuid> = features.iter().map(|f| parse_uuid(&f.feature_id)).collect();
-        let plan = kept(client, TENANT_SQL, &[UUID, UUID, UUID, UUID_ARRAY], false);
-        let row = ok(client.select(
-            plan,
-            Some(1),
-            &[
-                organization.into(),
-                customer.into(),
-                product.into(),
-                feature_ids.clone().into(),
-            ],
-        ));
-        if row.is_empty() {
-            raise(
-                Kind::NotFound,
-                "customer not found in organization",
-                Some(format!(
-                    "customer_id: {customer}, organization_id: {organization}"
-                )),
-                Some(
-                    "The customer does not exist, is deleted, or belongs to another organization.",
-                ),
-            );
-        }
-        let row = row.first();
-        require_product_and_features(
+        let tenant = Tenant {
             organization,
+            customer,
             product,
-            ok(row.get::<bool>(1)).unwrap_or(false),
-            ok(row.get::<i64>(2)).unwrap_or(0),
-            &features,
-        );
+            features: &features,
+        };
+        if sub.trial_end.is_some() {
+            // Before the trial is looked up and claimed: its errors are the tenant check's.
+            let plan = kept(client, TENANT_SQL, &[UUID, UUID, UUID, UUID_ARRAY], false);
+            let row = ok(client.select(
+                plan,
+                Some(1),
+                &[
+                    organization.into(),
+                    customer.into(),
+                    product.into(),
+                    feature_ids.clone().into(),
+                ],
+            ));
+            match first_row(row) {
+                None => tenant.require(false, false, 0),
+                Some(row) => tenant.require(
+                    true,
+                    ok(row.get::<bool>(1)).unwrap_or(false),
+                    ok(row.get::<i64>(2)).unwrap_or(0),
+                ),
+            }
+        }
 
         let mut trial_claim: Option<Uuid> = None;
         let (status, trial_eligible, trial_reason, trial_start, trial_end) = match sub.trial_end {
@@ -382,7 +422,24 @@ fn create_subscription_atomic(
                 feature_metadata.into(),
             ],
         ));
-        let response = match first_row(created).and_then(|row| ok(row.get::<Uuid>(1))) {
+        // One row: the subscription's id (NULL when nothing was written) and the tenant check.
+        let Some(row) = first_row(created) else {
+            raise(
+                Kind::Internal,
+                "checkout: create_subscription_atomic's statement returned no row",
+                None,
+                None,
+            )
+        };
+        let created_id = ok(row.get::<Uuid>(1));
+        if created_id.is_none() {
+            tenant.require(
+                ok(row.get::<bool>(2)).unwrap_or(false),
+                ok(row.get::<bool>(3)).unwrap_or(false),
+                ok(row.get::<i64>(4)).unwrap_or(0),
+            );
+        }
+        let response = match created_id {
             Some(id) => {
                 if let Some(claim) = trial_claim {
                     let plan = kept(client, TRIAL_LINK_SQL, &[UUID, UUID, UUID], true);
