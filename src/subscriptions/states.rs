@@ -1,5 +1,5 @@
 //! The subscription state machine: the one table of allowed status changes. A trigger
-//! (sql/lifecycle.sql) checks every status change against it, whether it comes from a lifecycle
+//! (src/subscriptions/triggers.rs, attached in sql/lifecycle.sql) checks every status change against it, whether it comes from a lifecycle
 //! function or a direct UPDATE; the README shows the same table (a test compares them).
 use pgrx::prelude::*;
 
