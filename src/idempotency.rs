@@ -23,14 +23,14 @@ SELECT $1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4,
        pg_catalog.now() + pg_catalog.make_interval(secs => $5)
 WHERE EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = $1)
 ON CONFLICT (organization_id, key) DO NOTHING
-RETURNING id";
+RETURNING 1";
 
 /// The key's state (KeyState::read). Read first without a lock: a replay (the common retry) then
 /// writes nothing, so its commit needs no WAL flush.
 macro_rules! key_state_sql {
     () => {
         "
-SELECT id, status, operation,
+SELECT status, operation,
        request_hash = pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($3, 'UTF8')), 'hex'),
        response,
        created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $4)
@@ -192,11 +192,11 @@ struct KeyState {
 impl KeyState {
     fn read(row: &pgrx::spi::SpiTupleTable<'_>) -> Self {
         KeyState {
-            status: ok(row.get(2)).unwrap_or_default(),
-            operation: ok(row.get(3)),
-            same_request: ok(row.get(4)),
-            response: ok(row.get::<JsonB>(5)).map(|r| r.0),
-            expired: ok(row.get(6)).unwrap_or(false),
+            status: ok(row.get(1)).unwrap_or_default(),
+            operation: ok(row.get(2)),
+            same_request: ok(row.get(3)),
+            response: ok(row.get::<JsonB>(4)).map(|r| r.0),
+            expired: ok(row.get(5)).unwrap_or(false),
         }
     }
 

@@ -38,24 +38,36 @@ const TIMESTAMPTZ: PgOid = oid(PgBuiltInOids::TIMESTAMPTZOID);
 
 const OPERATION: &str = "create_subscription_atomic";
 
-/// Checks customer, product and features in one go, before a trial is looked up (a create without
-/// a trial checks them inside CREATE_SQL, one statement fewer). No row lock: the unique index
-/// decides races (`ON CONFLICT` below), and the customer row is locked by the counter update anyway.
-const TENANT_SQL: &str = "
-SELECT EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3),
-       (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($4))
-FROM checkout.customers c
-WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL";
+/// The tenant check, one row: customer found (not deleted), product found, features found, all in
+/// the organization ($1 organization, $2 customer, $3 product, `$features` the feature ids). No row lock: the
+/// unique index decides races (`ON CONFLICT` below), and the customer row is locked by the counter
+/// update anyway.
+macro_rules! tenant_sql {
+    ($features:literal) => {
+        concat!(
+            "
+SELECT EXISTS (SELECT 1 FROM checkout.customers c
+               WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL) AS customer,
+       EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3) AS product,
+       (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY (",
+            $features,
+            ")) AS features"
+        )
+    };
+}
+
+/// The tenant check alone, before a trial is looked up and claimed (a create without a trial checks
+/// inside CREATE_SQL, one statement fewer).
+const TENANT_SQL: &str = tenant_sql!("$4");
 
 /// Every write of a creation in one statement, after the tenant check (TENANT_SQL's, as one row).
 /// When the check fails, or an active/trialing subscription exists for the pair, the insert does
 /// nothing and so does every statement fed by it; the result says which.
-const CREATE_SQL: &str = "
-WITH tenant AS (
-  SELECT EXISTS (SELECT 1 FROM checkout.customers c
-                 WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL) AS customer,
-         EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3) AS product,
-         (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($19)) AS features
+const CREATE_SQL: &str = concat!(
+    "
+WITH tenant AS (",
+    tenant_sql!("$19"),
+    "
 ), sub AS (
   INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, stripe_subscription_id,
     stripe_price_id, amount, currency, \"interval\", interval_count, trial_start, trial_end,
@@ -86,7 +98,8 @@ WITH tenant AS (
   FROM customer WHERE p.organization_id = customer.organization_id AND p.id = customer.product_id
     AND p.metrics_last_calculated_at IS NOT NULL
 )
-SELECT (SELECT id FROM sub), tenant.customer, tenant.product, tenant.features FROM tenant";
+SELECT (SELECT id FROM sub), tenant.customer, tenant.product, tenant.features FROM tenant"
+);
 
 /// A granted trial is claimed on the unique (organization, customer, product) before the
 /// subscription is written: a concurrent claim of the same trial waits here, and a trial that
@@ -290,14 +303,12 @@ fn create_subscription_atomic(
                     feature_ids.clone().into(),
                 ],
             ));
-            match first_row(row) {
-                None => tenant.require(false, false, 0),
-                Some(row) => tenant.require(
-                    true,
-                    ok(row.get::<bool>(1)).unwrap_or(false),
-                    ok(row.get::<i64>(2)).unwrap_or(0),
-                ),
-            }
+            let row = row.first();
+            tenant.require(
+                ok(row.get::<bool>(1)).unwrap_or(false),
+                ok(row.get::<bool>(2)).unwrap_or(false),
+                ok(row.get::<i64>(3)).unwrap_or(0),
+            );
         }
 
         let mut trial_claim: Option<Uuid> = None;
