@@ -17,6 +17,12 @@ use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 
+/// What a native trigger function returns: the row to write (BEFORE), or nothing.
+pub type Returned<'a> = Result<
+    Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByPostgres>>,
+    std::convert::Infallible,
+>;
+
 /// Types of SPI arguments.
 pub mod types {
     use pgrx::pg_sys::{PgBuiltInOids, PgOid};

@@ -7,12 +7,9 @@
 //!  * `merge_duplicate_email_variant` (BEFORE INSERT ON customer_email_variants, for rows written
 //!    at top level: pg_restore's COPY, direct inserts) merges a duplicate instead of failing.
 use crate::audit::trigger::types::{INT4, TEXT, TIMESTAMPTZ, UUID};
-use crate::audit::trigger::{fired, run, Op, When};
+use crate::audit::trigger::{fired, run, Op, Returned, When};
 use crate::email::{canonical, rules::RULES_VERSION};
 use pgrx::prelude::*;
-use std::convert::Infallible;
-
-type Returned<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible>;
 
 /// $1 organization, $2 customer, $3 email, $4 its canonical form, $5 the rules' version.
 const TRACK_SQL: &str = "

@@ -14,13 +14,10 @@
 //! another's committed refund gets 40001 on the row (a lock alone would not: only an update
 //! conflicts with an older snapshot).
 use crate::audit::trigger::types::{INT8, TEXT, TIMESTAMPTZ, UUID};
-use crate::audit::trigger::{differ, fired, formatted, now, raised, run, Op, When};
+use crate::audit::trigger::{differ, fired, formatted, now, raised, run, Op, Returned, When};
 use crate::errors::{raise, Kind};
 use crate::plans::{first_row, not_null, ok};
 use pgrx::prelude::*;
-use std::convert::Infallible;
-
-type Returned<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible>;
 
 /// Counts against the payment.
 fn counts(status: Option<&str>) -> bool {

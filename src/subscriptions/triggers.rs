@@ -9,16 +9,15 @@
 use super::states::{allowed, TRANSITIONS};
 use crate::audit;
 use crate::audit::trigger::types::{BOOL, INT8, RECORD, TEXT, TIMESTAMPTZ, UUID};
-use crate::audit::trigger::{differ, fired, now, run, setting, Col, Firing, Op, Row, When};
+use crate::audit::trigger::{
+    differ, fired, now, run, setting, Col, Firing, Op, Returned, Row, When,
+};
 use crate::errors::{raise, Kind};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use std::convert::Infallible;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
-
-type Returned<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible>;
 
 /// The statuses a subscription ends in (canceled_at/ended_at stamped, grants revoked).
 fn ending(status: Option<&str>) -> bool {
@@ -26,7 +25,7 @@ fn ending(status: Option<&str>) -> bool {
 }
 
 /// Active or trialing: the statuses that set the customer's has_active_subscription.
-fn live(status: Option<&str>) -> bool {
+fn active_or_trialing(status: Option<&str>) -> bool {
     matches!(status, Some("active" | "trialing"))
 }
 
@@ -322,7 +321,7 @@ fn audit(client: &mut SpiClient<'_>, f: &Firing<'_>) {
     let old_status = old.col(c"status", TEXT).text();
     let (status, old_status) = (status.as_deref(), old_status.as_deref());
     // An absent row (OLD of an insert, NEW of a delete) is not active.
-    let (was_active, is_active) = (live(old_status), live(status));
+    let (was_active, is_active) = (active_or_trialing(old_status), active_or_trialing(status));
 
     // Counters. Incremental where the new value follows from the locked row; a recount (after the
     // lock, so that it sees every committed change) where another subscription may keep the flag.
