@@ -489,10 +489,10 @@ END $$;
 CREATE OR REPLACE FUNCTION checkout.check_invariants()
 RETURNS TABLE (invariant text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  -- every subscription has its 'created' audit row
+  -- every subscription has its 'created' audit row ('imported' for one import_seed brought in)
   SELECT 'subscription without its created audit row', s.id::text
   FROM checkout.subscriptions s
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.organization_id = s.organization_id AND c.subscription_id = s.id AND c.change_type = 'created')
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.organization_id = s.organization_id AND c.subscription_id = s.id AND c.change_type IN ('created', 'imported'))
   UNION ALL
   -- ...and only one: a path that wrote the audit row itself and let the trigger write another would
   -- leave two. Rows followed by a 'deleted' row belong to an earlier life of a re-inserted id.
@@ -592,6 +592,43 @@ AS 'MODULE_PATHNAME', 'check_trial_eligibility_in_organization_wrapper';
 REVOKE ALL ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text) FROM PUBLIC;
 COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, text) IS 'The seed''s form: whether a customer may start a trial of a product: {eligible, reason, customer_id | normalized_email, matched_customer_id}.';
 COMMENT ON FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text) IS 'Whether a customer of the organization may start a trial of a product; another organization''s customer is P0002, like a missing one.';
+
+-- import_seed (sql/import.sql): moving a database built by the seed's migrations into checkout.
+CREATE FUNCTION checkout."email_is_valid"(
+	"email" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'email_is_valid_wrapper';
+CREATE FUNCTION checkout."import_seed"(
+	"p_source_schema" TEXT, /* Option < & str > */
+	"p_dry_run" bool DEFAULT true /* Option < bool > */
+) RETURNS TABLE (
+	"source_table" TEXT,  /* String */
+	"read" bigint,  /* i64 */
+	"imported" bigint,  /* i64 */
+	"merged" bigint,  /* i64 */
+	"refused" bigint  /* i64 */
+)
+VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_seed_wrapper';
+CREATE TABLE checkout.import_report (
+  source_table text NOT NULL,
+  source_id    text,        -- the source row's id; NULL for a column left out
+  outcome      text NOT NULL CHECK (outcome IN ('imported', 'merged', 'refused', 'not_imported')),
+  reason       text NOT NULL,
+  detail       jsonb NOT NULL DEFAULT '{}',
+  reported_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX import_report_table_outcome ON checkout.import_report (source_table, outcome, reason);
+REVOKE ALL ON TABLE checkout.import_report FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('checkout.import_report', '');
+COMMENT ON TABLE checkout.import_report IS 'What the last real import_seed() run merged, refused or changed, one row each, with the ids involved in detail.';
+REVOKE ALL ON FUNCTION checkout.import_seed(text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION checkout.import_seed(text, boolean) IS 'Moves the seed''s tables from a schema into checkout: one row per source table, read = imported + merged + refused. A dry run (the default) writes nothing to checkout''s tables.';
+COMMENT ON FUNCTION checkout.email_is_valid(text) IS 'Whether normalize_email accepts the address and it fits customers.email (254 characters).';
 
 -- verify() lists the new constraints, triggers and functions, and checks the trigger functions' ACL.
 CREATE OR REPLACE FUNCTION checkout.verify()
@@ -741,6 +778,9 @@ AS $verify$
     ('function', 'checkout.fail_reconciliation(uuid, text)', NULL),
     ('function', 'checkout.expire_reconciliation_leases(integer)', NULL),
     ('function', 'checkout.refresh_product_metrics(integer)', NULL),
+    ('table', 'import_report', NULL),
+    ('function', 'checkout.import_seed(text, boolean)', NULL),
+    ('function', 'checkout.email_is_valid(text)', NULL),
     ('function', 'checkout.run_maintenance()', NULL),
     ('function', 'checkout.maintenance_status()', NULL),
     ('function', 'checkout.schedule_with_pg_cron(text)', NULL),

@@ -46,6 +46,20 @@ BEGIN
               HINT = 'Stay on 0.6.0, or give those rows ids of their own.';
     END IF;
   END LOOP;
+  -- 0.5.0 has no import report: its rows would be lost.
+  IF EXISTS (SELECT 1 FROM checkout.import_report) THEN
+    RAISE EXCEPTION 'checkout 0.5.0 cannot hold checkout.import_report: it has rows'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = format('%s rows of the last import_seed() run', (SELECT count(*) FROM checkout.import_report)),
+            HINT = 'Copy the report elsewhere and delete its rows, or stay on 0.6.0.';
+  END IF;
+  -- 0.5.0 has no 'imported' change type: the audit rows import_seed wrote cannot go back.
+  IF EXISTS (SELECT 1 FROM checkout.subscription_changes WHERE change_type = 'imported') THEN
+    RAISE EXCEPTION 'checkout 0.5.0 cannot hold checkout.subscription_changes: it has rows of change type imported'
+      USING ERRCODE = 'check_violation',
+            DETAIL = format('%s rows written by import_seed()', (SELECT count(*) FROM checkout.subscription_changes WHERE change_type = 'imported')),
+            HINT = 'Stay on 0.6.0: the imported subscriptions need their imported audit rows.';
+  END IF;
 END $$;
 
 DROP FUNCTION checkout.check_trial_eligibility(uuid, uuid, uuid, text);
@@ -226,6 +240,8 @@ ALTER TABLE checkout.subscription_changes
 ALTER TABLE checkout.idempotency_keys
   DROP CONSTRAINT idempotency_keys_status_check,
   ADD CONSTRAINT idempotency_keys_status_check CHECK (status IN ('pending', 'processing', 'completed', 'failed'));
+DROP TABLE checkout.import_report;
+DROP FUNCTION checkout.import_seed(text, boolean), checkout.email_is_valid(text);
 DROP FUNCTION checkout.is_subscription_status(text), checkout.is_billing_interval(text), checkout.is_change_type(text),
   checkout.is_actor_type(text), checkout.is_idempotency_status(text);
 

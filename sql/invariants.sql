@@ -4,10 +4,10 @@
 CREATE FUNCTION checkout.check_invariants()
 RETURNS TABLE (invariant text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  -- every subscription has its 'created' audit row
+  -- every subscription has its 'created' audit row ('imported' for one import_seed brought in)
   SELECT 'subscription without its created audit row', s.id::text
   FROM checkout.subscriptions s
-  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.organization_id = s.organization_id AND c.subscription_id = s.id AND c.change_type = 'created')
+  WHERE NOT EXISTS (SELECT 1 FROM checkout.subscription_changes c WHERE c.organization_id = s.organization_id AND c.subscription_id = s.id AND c.change_type IN ('created', 'imported'))
   UNION ALL
   -- ...and only one: a path that wrote the audit row itself and let the trigger write another would
   -- leave two. Rows followed by a 'deleted' row belong to an earlier life of a re-inserted id.

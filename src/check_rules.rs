@@ -35,6 +35,7 @@ pub const CHANGE_TYPES: &[&str] = &[
     "past_due",
     "converted",
     "deleted",
+    "imported",
 ];
 
 /// subscription_changes.changed_by_type.

@@ -31,6 +31,8 @@ pub enum Kind {
     /// 23514 check_violation: a write would break a bound the triggers hold like a CHECK: refunds
     /// above their payment or in another currency, a payment's amount or currency under its refunds.
     CheckViolation,
+    /// 3F000 invalid_schema_name: `import_seed`'s source schema does not exist.
+    NoSuchSchema,
     /// XX000 internal_error: a bug in checkout (never expected; please report it).
     Internal,
 }
@@ -47,6 +49,7 @@ impl Kind {
             Kind::TooDeep => PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
             Kind::TriggerProtocol => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Kind::CheckViolation => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+            Kind::NoSuchSchema => PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
             Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

@@ -11,6 +11,7 @@ mod email;
 mod errors;
 mod gucs;
 mod idempotency;
+mod import_seed;
 mod json_arg;
 mod lookups;
 mod maintenance;

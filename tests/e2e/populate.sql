@@ -42,3 +42,8 @@ INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_
   ('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_1', 'd0000000-0000-0000-0000-0000000000a1', 500, 'usd', 'succeeded');
 INSERT INTO checkout.reconciliation_queue (organization_id, type, reference_id, details) VALUES
   ('a0000000-0000-0000-0000-000000000001', 'payment', 'pi_1', '{"why": "missing webhook"}');
+-- An import from a seed database whose one customer checkout refuses: the report's row.
+CREATE SCHEMA seed_source;
+CREATE TABLE seed_source.customers (id uuid PRIMARY KEY, organization_id uuid NOT NULL, email text NOT NULL);
+INSERT INTO seed_source.customers VALUES ('c0000000-0000-0000-0000-0000000000f1', 'a0000000-0000-0000-0000-000000000001', 'not-an-email');
+SELECT count(*) FROM checkout.import_seed('seed_source', false);
