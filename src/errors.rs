@@ -57,6 +57,7 @@ impl Kind {
 
 /// Raises an ERROR: a one-line message, DETAIL with the ids involved, HINT where the caller can act.
 /// The transaction (or subtransaction) aborts, so nothing the call wrote survives.
+#[track_caller]
 pub fn raise(
     kind: Kind,
     message: impl Into<String>,
@@ -75,6 +76,7 @@ pub fn raise(
 }
 
 /// Unwraps a required argument, raising 22004 naming it when it is NULL.
+#[track_caller]
 pub fn required<T>(value: Option<T>, name: &str) -> T {
     match value {
         Some(v) => v,
@@ -84,5 +86,57 @@ pub fn required<T>(value: Option<T>, name: &str) -> T {
             None,
             None,
         ),
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::pg_sys::panic::CaughtError;
+    use pgrx::prelude::*;
+
+    /// Where the error of `sql` says it was raised: (file name, line). Postgres keeps the file's
+    /// last path component.
+    fn raised_at(sql: &str) -> (String, u32) {
+        PgTryBuilder::new(|| {
+            Spi::run(sql).ok();
+            (String::from("(no error)"), 0)
+        })
+        .catch_others(|e| match e {
+            CaughtError::PostgresError(r)
+            | CaughtError::ErrorReport(r)
+            | CaughtError::RustPanic { ereport: r, .. } => (r.file().to_owned(), r.line_number()),
+        })
+        .execute()
+    }
+
+    /// The line of `needle` in `source` (1-based).
+    fn line_of(source: &str, needle: &str) -> u32 {
+        let i = source.find(needle).expect("needle in source");
+        source[..i].matches('\n').count() as u32 + 1
+    }
+
+    #[pg_test]
+    fn errors_name_the_call_site_not_the_helper() {
+        // 22004 through required(): the line that calls it.
+        let create = include_str!("subscriptions/mod.rs");
+        assert_eq!(
+            raised_at("SELECT checkout.create_subscription_atomic(NULL, NULL, NULL, NULL, NULL)"),
+            (
+                "mod.rs".to_owned(),
+                line_of(create, "required(p_subscription, \"p_subscription\")")
+            )
+        );
+        // 22023 through the email module's helper, P0002 raised in place: never errors.rs.
+        for (sql, file) in [
+            ("SELECT checkout.normalize_email('no-at-sign')", "mod.rs"),
+            (
+                "SELECT checkout.check_trial_eligibility('a0000000-0000-0000-0000-0000000000ff'::uuid, \
+                 'c0000000-0000-0000-0000-0000000000ff'::uuid, 'b0000000-0000-0000-0000-0000000000ff'::uuid)",
+                "trials.rs",
+            ),
+        ] {
+            assert_eq!(raised_at(sql).0, file, "{sql}");
+        }
     }
 }

@@ -217,6 +217,7 @@ impl KeyState {
         Claim::Replay(replay)
     }
 
+    #[track_caller]
     fn mismatch(&self, organization: Uuid, key: &str, what: &str) -> ! {
         raise(
             Kind::KeyReused,

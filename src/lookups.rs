@@ -168,10 +168,9 @@ impl Lookups {
 
     /// Opens `checkout.<name>` (a table) under AccessShareLock.
     pub fn table(&self, name: &'static CStr) -> Table<'_> {
-        let oid = oid(name, pg_sys::RELKIND_RELATION);
-        // SAFETY: a relation OID of the current catalog (the cache forgets OIDs on invalidation).
-        let rel =
-            unsafe { pg_sys::relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        let oid = locked(name, pg_sys::RELKIND_RELATION);
+        // SAFETY: locked() holds AccessShareLock on a relation that still exists.
+        let rel = unsafe { pg_sys::relation_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE) };
         self.open.borrow_mut().push(rel);
         Table {
             rel,
@@ -331,10 +330,11 @@ impl Lookups {
             // SAFETY: an index this set of lookups opened.
             return (irel, unsafe { usable_by_snapshot(irel) });
         }
-        // SAFETY: an index OID of the current catalog (the cache forgets OIDs on invalidation);
-        // the checks read the open index's relcache entry.
+        let oid = locked(name, pg_sys::RELKIND_INDEX);
+        // SAFETY: locked() holds AccessShareLock on an index that still exists; the checks read
+        // the open index's relcache entry.
         unsafe {
-            let irel = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let irel = pg_sys::index_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE);
             let form = (*irel).rd_index;
             let usable = (*form).indrelid == (*table.rel).rd_id
                 && (*form).indisvalid
@@ -592,7 +592,33 @@ fn attribute(desc: pg_sys::TupleDesc, column: &str) -> (i32, pg_sys::Oid, pg_sys
     );
 }
 
+/// The OID of `checkout.<name>` (a relation of the given kind), locked in AccessShareLock. The
+/// name is looked up again once the lock is granted, as PostgreSQL's own name lookup does
+/// (RangeVarGetRelidExtended): a relation dropped, or dropped and re-created, while the call
+/// waited for the lock is not opened by a stale OID (XX000 "could not open relation").
+fn locked(name: &'static CStr, kind: u8) -> pg_sys::Oid {
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    let mut oid = oid(name, kind);
+    // Two tries: the cached OID, then the one the name has after the first wait.
+    for _ in 0..2 {
+        // SAFETY: locking an OID that may have gone away is allowed (the lock manager keys on the
+        // number); taking the lock processes pending invalidations, so try_oid below reads the
+        // catalog as of now.
+        unsafe { pg_sys::LockRelationOid(oid, lock) };
+        match try_oid(name, kind) {
+            Some(now) if now == oid => return oid,
+            now => {
+                // SAFETY: the lock taken above.
+                unsafe { pg_sys::UnlockRelationOid(oid, lock) };
+                oid = now.unwrap_or_else(|| missing(name));
+            }
+        }
+    }
+    missing(name)
+}
+
 /// The OID of `checkout.<name>`, a relation of the given kind, through the cache.
+#[track_caller]
 fn oid(name: &'static CStr, kind: u8) -> pg_sys::Oid {
     try_oid(name, kind).unwrap_or_else(|| missing(name))
 }
@@ -625,6 +651,7 @@ fn try_oid(name: &'static CStr, kind: u8) -> Option<pg_sys::Oid> {
     Some(oid)
 }
 
+#[track_caller]
 fn missing(name: &CStr) -> ! {
     raise(
         Kind::Internal,

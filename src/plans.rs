@@ -14,6 +14,7 @@ thread_local! {
 
 /// The kept plan of `sql` (prepared on first use). `mutating` plans may write and lock rows
 /// (`FOR NO KEY UPDATE`); run them with `client.update`.
+#[track_caller]
 pub fn kept(
     client: &SpiClient<'_>,
     sql: &'static str,
@@ -35,6 +36,7 @@ pub fn kept(
 }
 
 /// SPI-level failures (not SQL errors, which Postgres raises itself) mean a bug in checkout.
+#[track_caller]
 pub fn ok<T>(result: SpiResult<T>) -> T {
     match result {
         Ok(v) => v,
@@ -57,6 +59,7 @@ pub fn first_row(table: SpiTupleTable<'_>) -> Option<SpiTupleTable<'_>> {
 }
 
 /// A column that cannot be NULL (a NOT NULL column, a key): NULL would be a bug, reported as such.
+#[track_caller]
 pub fn not_null<T>(value: SpiResult<Option<T>>, column: &str) -> T {
     match ok(value) {
         Some(v) => v,

@@ -83,6 +83,7 @@ pub fn canonical(email: &str) -> String {
     rules::normalize(email).unwrap_or_else(|e| invalid(email, e))
 }
 
+#[track_caller]
 fn invalid(email: &str, e: rules::EmailError) -> ! {
     raise(
         Kind::InvalidParameter,

@@ -191,6 +191,7 @@ impl Call {
         .unwrap_or_else(|| self.vanished())
     }
 
+    #[track_caller]
     fn refuse(&self, message: impl Into<String>, status: &str, hint: &str) -> ! {
         raise(
             Kind::InvalidTransition,
@@ -200,6 +201,7 @@ impl Call {
         )
     }
 
+    #[track_caller]
     fn vanished(&self) -> ! {
         raise(
             Kind::Internal,

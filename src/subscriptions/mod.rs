@@ -128,6 +128,7 @@ SELECT id FROM checkout.subscriptions
 WHERE organization_id = $1 AND customer_id = $2 AND product_id = $3 AND status IN ('active', 'trialing')
   AND id IS DISTINCT FROM $4";
 
+#[track_caller]
 fn invalid(message: String) -> ! {
     raise(
         Kind::InvalidParameter,
