@@ -16,7 +16,7 @@ psql_db $DB -c "CREATE EXTENSION checkout" \
   -c "INSERT INTO checkout.products (id, organization_id, name) VALUES ('$PRODUCT', '$ORG', 'Pro')" \
   -c "INSERT INTO checkout.customers (id, organization_id, email) VALUES ('$OLD', '$ORG', 'old@example.com')" \
 
-work=$(mktemp -d); trap 'exec 3>&- 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+work=$(mktemp -d); trap 'exec 3>&- 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkfifo "$work/a"
 "$E2E_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$E2E_PORT" -U postgres -d $DB < "$work/a" > "$work/a.out" 2>&1 &
 a=$!
