@@ -140,3 +140,120 @@ mod tests {
         }
     }
 }
+
+/// The SQLSTATEs checkout raises and the README's error table, kept equal: every code a Kind
+/// documents or a SQL file raises has its row, and every row is raised by checkout or is one of
+/// PostgreSQL's own the README explains.
+#[cfg(test)]
+mod documented {
+    use std::collections::BTreeMap;
+
+    /// Raised by PostgreSQL itself, never by checkout's code, and explained in the README's table.
+    const POSTGRES_OWN: &[&str] = &[
+        "23503", "42501", "40001", "54000", "55P03", "57014", "40P01", "22P02",
+    ];
+
+    fn read(path: &str) -> String {
+        let root = env!("CARGO_MANIFEST_DIR");
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The README's error table: code -> condition name.
+    fn table() -> BTreeMap<String, String> {
+        read("README.md")
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let code = *cells.get(1)?;
+                let name = *cells.get(2)?;
+                (code.len() == 5
+                    && code
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .then(|| (code.to_owned(), name.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The codes the Kind variants document ("/// 22023 invalid_parameter_value: ...").
+    fn kinds() -> Vec<(String, String)> {
+        read("src/errors.rs")
+            .lines()
+            .map(str::trim)
+            .filter_map(|l| l.strip_prefix("/// "))
+            .filter_map(|l| {
+                let (code, rest) = l.split_once(' ')?;
+                let (name, _) = rest.split_once(':')?;
+                (code.len() == 5 && !name.contains(' ')).then(|| (code.to_owned(), name.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The condition names or codes `USING ERRCODE = '...'` raises in the extension's SQL files.
+    fn sql_raised() -> Vec<(String, String)> {
+        let dir = format!("{}/sql", env!("CARGO_MANIFEST_DIR"));
+        let mut raised = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("sql/") {
+            let path = entry.expect("entry").path();
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            // Release scripts are frozen history; the install files are what a database runs.
+            if !file.ends_with(".sql") || file.starts_with("checkout--") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            for part in text.split("ERRCODE = '").skip(1) {
+                if let Some((what, _)) = part.split_once('\'') {
+                    raised.push((file.clone(), what.to_owned()));
+                }
+            }
+        }
+        raised
+    }
+
+    #[test]
+    fn every_raised_sqlstate_has_its_row_and_every_row_is_raised() {
+        let table = table();
+        assert!(table.len() >= 15, "README error table not found: {table:?}");
+        let by_name: BTreeMap<&str, &str> = table
+            .iter()
+            .map(|(c, n)| (n.as_str(), c.as_str()))
+            .collect();
+        let mut raised = Vec::new();
+        for (code, name) in kinds() {
+            assert_eq!(
+                table.get(&code),
+                Some(&name),
+                "Kind documents {code} {name}: README row"
+            );
+            raised.push(code);
+        }
+        for (file, what) in sql_raised() {
+            let code = if table.contains_key(&what) {
+                what.clone()
+            } else {
+                match by_name.get(what.as_str()) {
+                    Some(code) => (*code).to_owned(),
+                    None => panic!("sql/{file} raises {what}, which the README's table lacks"),
+                }
+            };
+            raised.push(code);
+        }
+        for code in table.keys() {
+            assert!(
+                raised.contains(code) || POSTGRES_OWN.contains(&code.as_str()),
+                "README lists {code}, which checkout never raises"
+            );
+        }
+        for code in POSTGRES_OWN {
+            assert!(
+                table.contains_key(*code),
+                "{code} (PostgreSQL's own) has no README row"
+            );
+        }
+    }
+}
