@@ -415,11 +415,21 @@ fn quoted(identifier: &str) -> String {
 
 /// The columns of `schema.table`, or None when there is none. Tables only (plain, partitioned or
 /// foreign): reading a view would run its owner's functions as the DBA running the import.
+///
+/// Every column must be of a type of pg_catalog (an array of one included): staging casts the
+/// columns and turns unknown ones into jsonb, and a cast or a to-json cast from a type its owner
+/// made can call that owner's function, which would run as the DBA running the import.
 fn source_columns(client: &SpiClient<'_>, schema: &str, table: &str) -> Option<Vec<String>> {
     let rows = ok(client.select(
-        "SELECT a.attname::text FROM pg_catalog.pg_class c
+        "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                a.attname IS NULL OR tn.nspname = 'pg_catalog' OR coalesce(en.nspname = 'pg_catalog', false)
+         FROM pg_catalog.pg_class c
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+         LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+         LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+         LEFT JOIN pg_catalog.pg_namespace en ON en.oid = e.typnamespace
          WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'f')",
         None,
         &[schema.into(), table.into()],
@@ -427,10 +437,25 @@ fn source_columns(client: &SpiClient<'_>, schema: &str, table: &str) -> Option<V
     if rows.is_empty() {
         return None;
     }
-    Some(
-        rows.filter_map(|row| ok(row.get::<String>(1)))
-            .collect::<Vec<_>>(),
-    )
+    let mut columns = Vec::new();
+    for row in rows {
+        let Some(name) = ok(row.get::<String>(1)) else {
+            continue; // a table without columns
+        };
+        if !ok(row.get::<bool>(3)).unwrap_or(false) {
+            raise(
+                Kind::InvalidParameter,
+                "a source column has a type import_seed does not read",
+                Some(format!(
+                    "column {schema}.{table}.{name}, type {}",
+                    ok(row.get::<String>(2)).unwrap_or_default()
+                )),
+                Some("Change the column to a built-in type (ALTER TABLE ... ALTER COLUMN ... TYPE text, for example), then run the import again."),
+            );
+        }
+        columns.push(name);
+    }
+    Some(columns)
 }
 
 /// Drops `pg_temp.<table>` when an earlier run in this session left it (no NOTICE when not).

@@ -140,6 +140,11 @@ err=$(psql_db $DB -c "\set VERBOSITY sqlstate" -c "SELECT checkout.import_seed('
 assert_eq "ERROR:  3F000" "$err" "a missing source schema"
 err=$(psql_db $DB -c "\set VERBOSITY sqlstate" -c "SELECT checkout.import_seed(NULL)" 2>&1 || true)
 assert_eq "ERROR:  22004" "$err" "a NULL source schema"
+# A column of a type its owner made (a cast from it could run the owner's function as the DBA).
+psql_db $DB -c "CREATE SCHEMA typed" -c "CREATE DOMAIN typed.tier AS text" \
+  -c "CREATE TABLE typed.customers (id uuid, organization_id uuid, email text, tier typed.tier)"
+err=$(psql_db $DB -c "\set VERBOSITY sqlstate" -c "SELECT checkout.import_seed('typed')" 2>&1 || true)
+assert_eq "ERROR:  22023" "$err" "a source column of a type outside pg_catalog"
 # 0.5.0 has neither the report nor the 'imported' change type: the downgrade refuses, and says why.
 psql_db $DB -c "SELECT count(*) FROM checkout.import_seed('ref', false)" >/dev/null  # a report of refusals
 err=$(psql_db $DB -c "\set VERBOSITY sqlstate" -c "ALTER EXTENSION checkout UPDATE TO '0.5.0'" 2>&1 || true)
