@@ -9,10 +9,10 @@ source "$root/scripts/env.sh"
 N=${1:-1000000}
 PORT=${CHECKOUT_IMPORT_PORT:-54420}
 DATA="$SERVER_BASE/import16"
-BIN=$(pg_bindir 16)
-(cd "$root" && cargo pgrx install --release --pg-config "$PG16_CONFIG" >/dev/null)
-stop_cluster 16 "$DATA"; rm -rf "$DATA"
-start_cluster 16 "$DATA" "$PORT" "shared_buffers = '512MB'" "max_wal_size = '8GB'" "work_mem = '64MB'" "maintenance_work_mem = '512MB'"
+BIN=$(pg_bindir 16r)
+(cd "$root" && cargo pgrx install --release --pg-config "$PG16R_CONFIG" >/dev/null)
+stop_cluster 16r "$DATA"; rm -rf "$DATA"
+start_cluster 16r "$DATA" "$PORT" "shared_buffers = '512MB'" "max_wal_size = '8GB'" "work_mem = '64MB'" "maintenance_work_mem = '512MB'"
 PSQL=("$BIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
 "${PSQL[@]}" -q -d postgres -c "CREATE DATABASE import_bench"
 "${PSQL[@]}" -q -d import_bench -c "CREATE EXTENSION checkout" -f "$root/bench/reference.sql" >/dev/null
@@ -28,4 +28,4 @@ SELECT * FROM checkout.import_seed('ref', false);
 SELECT count(*) AS invariant_violations FROM checkout.check_invariants();
 SELECT count(*) FILTER (WHERE NOT ok) AS verify_failures FROM checkout.verify();
 SQL
-stop_cluster 16 "$DATA"; rm -rf "$DATA"
+stop_cluster 16r "$DATA"; rm -rf "$DATA"

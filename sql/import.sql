@@ -9,7 +9,7 @@ CREATE TABLE checkout.import_report (
   detail       jsonb NOT NULL DEFAULT '{}',
   reported_at  timestamptz NOT NULL DEFAULT now()
 );
--- The report read by table and outcome (README "Moving an existing database to checkout").
+-- The report read by table and outcome (docs/operations.md, "Moving an existing database to checkout").
 CREATE INDEX import_report_table_outcome ON checkout.import_report (source_table, outcome, reason);
 REVOKE ALL ON TABLE checkout.import_report FROM PUBLIC;
 -- pg_dump keeps the report with the data it describes.

@@ -1,4 +1,4 @@
-//! Every error checkout raises, with its SQLSTATE. The README's error table lists the same kinds.
+//! Every error checkout raises, with its SQLSTATE. docs/api.md's error table lists the same kinds.
 //! Postgres only carries its own SQLSTATEs through pgrx, so each kind maps to the standard code
 //! whose meaning fits it; the message says which checkout rule was broken.
 use pgrx::pg_sys::panic::ErrorReport;
@@ -141,14 +141,14 @@ mod tests {
     }
 }
 
-/// The SQLSTATEs checkout raises and the README's error table, kept equal: every code a Kind
-/// documents or a SQL file raises has its row, and every row is raised by checkout or is one of
-/// PostgreSQL's own the README explains.
+/// The SQLSTATEs checkout raises and the docs' error table (docs/api.md), kept equal: every code
+/// a Kind documents or a SQL file raises has its row, and every row is raised by checkout or is
+/// one of PostgreSQL's own the docs explain.
 #[cfg(test)]
 mod documented {
     use std::collections::BTreeMap;
 
-    /// Raised by PostgreSQL itself, never by checkout's code, and explained in the README's table.
+    /// Raised by PostgreSQL itself, never by checkout's code, and explained in the docs' table.
     const POSTGRES_OWN: &[&str] = &[
         "23503", "42501", "40001", "54000", "55P03", "57014", "40P01", "22P02",
     ];
@@ -158,9 +158,9 @@ mod documented {
         std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    /// The README's error table: code -> condition name.
+    /// The docs' error table (docs/api.md): code -> condition name.
     fn table() -> BTreeMap<String, String> {
-        read("README.md")
+        read("docs/api.md")
             .lines()
             .filter_map(|line| {
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -218,7 +218,10 @@ mod documented {
     #[test]
     fn every_raised_sqlstate_has_its_row_and_every_row_is_raised() {
         let table = table();
-        assert!(table.len() >= 15, "README error table not found: {table:?}");
+        assert!(
+            table.len() >= 15,
+            "error table not found in docs/api.md: {table:?}"
+        );
         let by_name: BTreeMap<&str, &str> = table
             .iter()
             .map(|(c, n)| (n.as_str(), c.as_str()))
@@ -228,7 +231,7 @@ mod documented {
             assert_eq!(
                 table.get(&code),
                 Some(&name),
-                "Kind documents {code} {name}: README row"
+                "Kind documents {code} {name}: docs/api.md row"
             );
             raised.push(code);
         }
@@ -238,7 +241,7 @@ mod documented {
             } else {
                 match by_name.get(what.as_str()) {
                     Some(code) => (*code).to_owned(),
-                    None => panic!("sql/{file} raises {what}, which the README's table lacks"),
+                    None => panic!("sql/{file} raises {what}, which docs/api.md's table lacks"),
                 }
             };
             raised.push(code);
@@ -246,13 +249,13 @@ mod documented {
         for code in table.keys() {
             assert!(
                 raised.contains(code) || POSTGRES_OWN.contains(&code.as_str()),
-                "README lists {code}, which checkout never raises"
+                "docs/api.md lists {code}, which checkout never raises"
             );
         }
         for code in POSTGRES_OWN {
             assert!(
                 table.contains_key(*code),
-                "{code} (PostgreSQL's own) has no README row"
+                "{code} (PostgreSQL's own) has no row in docs/api.md"
             );
         }
     }

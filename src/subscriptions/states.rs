@@ -1,6 +1,6 @@
 //! The subscription state machine: the one table of allowed status changes. A trigger
-//! (src/subscriptions/triggers.rs, attached in sql/lifecycle.sql) checks every status change against it, whether it comes from a lifecycle
-//! function or a direct UPDATE; the README shows the same table (a test compares them).
+//! (src/subscriptions/triggers.rs, attached by sql/lifecycle.sql) checks every status change against it, whether it comes from a lifecycle
+//! function or a direct UPDATE; docs/design.md shows the same table (a test compares them).
 use pgrx::prelude::*;
 
 /// (from, to) pairs. Keeping the same status is not a transition and always allowed.
@@ -38,8 +38,47 @@ pub const TRANSITIONS: &[(&str, &str)] = &[
 /// pending cancellation can always complete.
 pub const LIVE: &[&str] = &["trialing", "active", "past_due"];
 
+/// The statuses a subscription ends in: canceled_at/ended_at stamped, grants revoked. Twins in SQL:
+/// the stamp trigger's WHEN and end_subscription_periods (sql/lifecycle.sql), the CHECKs
+/// check_ended_stamped and check_canceled_stamped (sql/schema.sql).
+pub const ENDED: &[&str] = &["canceled", "expired"];
+
 pub fn allowed(from: &str, to: &str) -> bool {
     from == to || TRANSITIONS.contains(&(from, to))
+}
+
+/// The message and hint of a refused status change: one wording for the lifecycle functions'
+/// pre-checks (subscriptions/lifecycle) and their twin, the state-machine trigger
+/// (subscriptions/triggers.rs), which also refuses direct UPDATEs.
+pub fn refused_transition(from: &str, to: &str) -> (String, String) {
+    (
+        format!("subscription status cannot change from {from} to {to}"),
+        format!(
+            "From {from} a subscription may become: {}.",
+            successors(from)
+        ),
+    )
+}
+
+/// A canceled subscription comes back only within its paid period: the message and hint of the
+/// reactivate pre-check and of its twin in the state-machine trigger.
+pub const REACTIVATION_TOO_LATE: (&str, &str) = (
+    "a canceled subscription can only be reactivated within its period",
+    "Create a new subscription instead.",
+);
+
+/// The statuses `from` may become, in the order of subscription_transitions().
+fn successors(from: &str) -> String {
+    let to: Vec<&str> = TRANSITIONS
+        .iter()
+        .filter(|(f, _)| *f == from)
+        .map(|(_, t)| *t)
+        .collect();
+    if to.is_empty() {
+        "nothing (final)".to_owned()
+    } else {
+        to.join(", ")
+    }
 }
 
 /// Whether a subscription may go from status `from` to `to`.
@@ -72,6 +111,19 @@ mod unit {
     }
 
     #[test]
+    fn every_status_named_here_is_one_the_check_allows() {
+        let known = crate::check_rules::SUBSCRIPTION_STATUSES;
+        let named = TRANSITIONS
+            .iter()
+            .flat_map(|(f, t)| [f, t])
+            .chain(LIVE)
+            .chain(ENDED);
+        for status in named {
+            assert!(known.contains(status), "{status}");
+        }
+    }
+
+    #[test]
     fn a_pending_cancellation_can_always_complete() {
         for status in LIVE {
             assert!(allowed(status, "canceled"), "{status}");
@@ -80,10 +132,10 @@ mod unit {
 
     #[test]
     fn the_readme_shows_this_table() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/design.md");
         let start = readme
             .find("<!-- transitions -->")
-            .expect("README lacks the transitions table");
+            .expect("docs/design.md lacks the transitions table");
         let end = readme[start..].find("<!-- /transitions -->").unwrap() + start;
         let mut documented: Vec<(String, String)> = Vec::new();
         for line in readme[start..end].lines().filter(|l| l.starts_with("| `")) {

@@ -35,9 +35,9 @@ ORDER BY c.relname
 \gexec
 SQL
 }
-readme_app_grants() { # ROLE: the grants README.md's "Using it" gives an application role, for ROLE
-  # (read from the README, so the tests run with exactly what users are told to grant)
-  local readme; readme="$(dirname "${BASH_SOURCE[0]}")/../../README.md"
+readme_app_grants() { # ROLE: the grants docs/operations.md's "Using it" gives an application role,
+  # for ROLE (read from that file, so the tests run with exactly what users are told to grant)
+  local readme; readme="$(dirname "${BASH_SOURCE[0]}")/../../docs/operations.md"
   sed -n '/^GRANT USAGE ON SCHEMA checkout TO app;$/,/^TO app;$/p' "$readme" | sed -E "s/(^| )TO app;\$/\1TO $1;/"
 }
 # Cases run in subshells after a shared setup, so that one failing case does not hide the others.

@@ -1,5 +1,5 @@
-# Issue 15, cases 11 and 12, as the application role the README grants (with the organization-scoped
-# check_trial_eligibility) and, for direct SQL, as a DBA (superuser).
+# Issue 15, cases 11 and 12, as the application role docs/operations.md grants (with the
+# organization-scoped check_trial_eligibility) and, for direct SQL, as a DBA (superuser).
 # 11: amounts are bounded at 999,999,999,999 minor units: create_subscription_atomic refuses more
 #     with 22023, a direct INSERT with 23514 (subscriptions, payment_intents, refunds,
 #     checkout_sessions); a legacy row beyond the bound (its CHECK dropped by the DBA) costs only

@@ -1,6 +1,6 @@
 # Hardening (issue 15, release 0.6.0): the attacks of the issue, run as an application role `app`
-# granted exactly what the README grants an application (check_trial_eligibility in its
-# organization-scoped form), as a `reconciler` role with the README's reconciliation grants, or as
+# granted exactly what docs/operations.md grants an application (check_trial_eligibility in its
+# organization-scoped form), as a `reconciler` role with that file's reconciliation grants, or as
 # the DBA (superuser) for the direct-SQL cases. Two tenants, A and B. Every check is a SQLSTATE and
 # the data effect that matters:
 #  1. trigger functions cannot be borrowed: the app cannot attach them (42501); attached by a
@@ -75,7 +75,7 @@ psql_db postgres -c "DROP ROLE IF EXISTS app" -c "DROP ROLE IF EXISTS reconciler
   -c "CREATE ROLE app LOGIN" -c "CREATE ROLE reconciler LOGIN"
 psql_db "$DB" >/dev/null <<SQL
 CREATE EXTENSION checkout;
--- README "Using it", with check_trial_eligibility in its organization-scoped form.
+-- docs/operations.md "Using it", with check_trial_eligibility in its organization-scoped form.
 $(readme_app_grants app)
 -- The reconciliation worker (USAGE on the schema too, or it could call nothing).
 GRANT USAGE ON SCHEMA checkout TO reconciler;
@@ -487,7 +487,7 @@ assert_eq usd "$(q "SELECT currency FROM checkout.refunds WHERE stripe_refund_id
 
 # 9. jsonb the app passes that serde_json cannot represent: a number beyond the range of a double
 # (1e400) anywhere is 22023, nesting past its recursion limit is 54001; never XX000, and nothing is
-# written. As the app, the role the README grants these functions to.
+# written. As the app, the role docs/operations.md grants these functions to.
 (
 set -e
 before=$(fingerprint "$DB")
