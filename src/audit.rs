@@ -1,5 +1,5 @@
 //! The audit trail of subscriptions (seed migration 004), written by a trigger so no path skips it
-//! (src/subscriptions/triggers.rs, created in sql/lifecycle.sql). A checkout function tells the
+//! (src/subscriptions/triggers.rs, which loads sql/lifecycle.sql, the file that attaches it). A checkout function tells the
 //! trigger what it is doing through a per-backend context: the precise change type (cancelled,
 //! upgraded, ...), who and why. Direct SQL has no context: its changes are recorded as `updated`,
 //! by the `checkout.actor` setting or the database role.
@@ -10,20 +10,6 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 
 pub mod trigger;
-
-// The trigger functions are native (src/subscriptions/triggers.rs); the file creates the triggers.
-extension_sql_file!(
-    "../sql/lifecycle.sql",
-    name = "lifecycle",
-    requires = [
-        "schema",
-        invoking_role,
-        subscription_audit_skipped,
-        restoring,
-        subscriptions::triggers::guard_subscription_update,
-        subscriptions::triggers::audit_subscription_change
-    ]
-);
 
 /// What the running checkout function is doing to subscriptions.
 pub struct Change {

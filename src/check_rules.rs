@@ -72,6 +72,7 @@ fn is_idempotency_status(value: &str) -> bool {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::test_support::ORG_A;
     use crate::test_support::{count, fixture, sqlstate_of};
     use pgrx::prelude::*;
 
@@ -119,7 +120,7 @@ mod tests {
             ("UPDATE checkout.subscriptions SET \"interval\" = 'fortnight'", "subscriptions_interval_check"),
             ("UPDATE checkout.subscription_changes SET change_type = 'moved'", "subscription_changes_change_type_check"),
             ("UPDATE checkout.subscription_changes SET changed_by_type = 'robot'", "subscription_changes_changed_by_type_check"),
-            ("INSERT INTO checkout.idempotency_keys (organization_id, key, status) VALUES ('a0000000-0000-0000-0000-000000000001', 'k', 'done')", "idempotency_keys_status_check"),
+            (&format!("INSERT INTO checkout.idempotency_keys (organization_id, key, status) VALUES ('{ORG_A}', 'k', 'done')"), "idempotency_keys_status_check"),
         ] {
             let error = crate::test_support::text(&format!(
                 "SELECT checkout_test.error_of($q${statement}$q$)"

@@ -3,15 +3,11 @@
 use crate::email::canonical;
 use crate::errors::{raise, required, Kind};
 use crate::json_arg::JsonText;
-use crate::plans::{first_row, kept, not_null, ok};
-use pgrx::pg_sys::{PgBuiltInOids, PgOid};
+use crate::plans::{first_row, not_null, ok, update};
+
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::json;
-
-const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const JSONB: PgOid = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
 
 /// The customer holding external_id (locked), and the other customer holding the email, if any.
 const BY_EXTERNAL_ID_SQL: &str = "
@@ -77,12 +73,12 @@ fn upsert_customer_atomic(
 
     Spi::connect_mut(|client| {
         if let Some(external_id) = p_external_id {
-            let plan = kept(client, BY_EXTERNAL_ID_SQL, &[UUID, TEXT, TEXT], true);
-            let found = ok(client.update(
-                plan,
+            let found = update(
+                client,
+                BY_EXTERNAL_ID_SQL,
                 Some(1),
                 &[organization.into(), external_id.into(), email.into()],
-            ));
+            );
             if let Some(found) = first_row(found) {
                 let id: Uuid = not_null(found.get(1), "customers.id");
                 if let Some(other) = ok(found.get::<Uuid>(2)) {
@@ -93,14 +89,9 @@ fn upsert_customer_atomic(
                         Some("Merge or delete one of the two customers, or pass the email of the external_id's customer."),
                     );
                 }
-                let plan = kept(
+                update(
                     client,
                     UPDATE_SQL,
-                    &[UUID, TEXT, TEXT, TEXT, JSONB, UUID],
-                    true,
-                );
-                ok(client.update(
-                    plan,
                     None,
                     &[
                         id.into(),
@@ -110,18 +101,13 @@ fn upsert_customer_atomic(
                         JsonB(metadata).into(),
                         organization.into(),
                     ],
-                ));
+                );
                 return JsonB(json!({"customer_id": id.to_string(), "created": false}));
             }
         }
-        let plan = kept(
+        let row = update(
             client,
             UPSERT_SQL,
-            &[UUID, TEXT, TEXT, TEXT, TEXT, JSONB],
-            true,
-        );
-        let row = ok(client.update(
-            plan,
             None,
             &[
                 organization.into(),
@@ -131,7 +117,7 @@ fn upsert_customer_atomic(
                 p_stripe_customer_id.into(),
                 JsonB(metadata).into(),
             ],
-        ));
+        );
         let Some(row) = first_row(row) else {
             raise(
                 Kind::NotFound,
@@ -155,15 +141,18 @@ extension_sql!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::test_support::ORG_A;
     use crate::test_support::{fixture, sqlstate_of, text};
     use pgrx::prelude::*;
     use serde_json::Value;
 
     fn upsert(args: &str) -> Value {
-        Spi::get_one::<pgrx::JsonB>(&format!("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', {args})"))
-            .expect("query failed")
-            .expect("NULL")
-            .0
+        Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT checkout.upsert_customer_atomic('{ORG_A}', {args})"
+        ))
+        .expect("query failed")
+        .expect("NULL")
+        .0
     }
 
     #[pg_test]
@@ -196,7 +185,12 @@ mod tests {
         assert_eq!(text("SELECT email FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a1'"), "alice.new@example.com");
         // ext-a1 (alice) with bob's email: an error naming both, nothing written.
         let before = text("SELECT checkout_test.row_counts() || (SELECT string_agg(email, ',' ORDER BY email) FROM checkout.customers)");
-        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'bob@example.com', 'ext-a1')"), "23505");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.upsert_customer_atomic('{ORG_A}', 'bob@example.com', 'ext-a1')"
+            )),
+            "23505"
+        );
         assert_eq!(text("SELECT checkout_test.row_counts() || (SELECT string_agg(email, ',' ORDER BY email) FROM checkout.customers)"), before);
         // A new external_id with an existing email attaches the id to that customer.
         let r = upsert("'bob@example.com', p_external_id => 'ext-bob'");
@@ -212,7 +206,13 @@ mod tests {
             ("'a@example.com', p_metadata => '[1]'", "22023"),
             ("'a@example.com', p_external_id => ''", "22023"),
         ] {
-            assert_eq!(sqlstate_of(&format!("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', {args})")), state, "{args}");
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "SELECT checkout.upsert_customer_atomic('{ORG_A}', {args})"
+                )),
+                state,
+                "{args}"
+            );
         }
         assert_eq!(
             sqlstate_of("SELECT checkout.upsert_customer_atomic(NULL, 'a@example.com')"),

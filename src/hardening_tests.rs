@@ -6,10 +6,8 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, sqlstate_of, text};
+    use crate::test_support::{ORG_A, ORG_B};
     use pgrx::prelude::*;
-
-    const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
-    const ORG_B: &str = "a0000000-0000-0000-0000-000000000002";
 
     #[pg_test]
     fn trigger_functions_run_only_on_their_own_table() {

@@ -6,15 +6,10 @@
 //! rolled back). A key is bound to one operation and one hash of the canonical request.
 use crate::errors::{raise, Kind};
 use crate::gucs::IDEMPOTENCY_KEY_TTL;
-use crate::plans::{first_row, kept, ok};
-use pgrx::pg_sys::{PgBuiltInOids, PgOid};
+use crate::plans::{first_row, ok, select, update};
+
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
-
-const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
-const JSONB: PgOid = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
 
 /// Inserts nothing for an unknown organization (reported as P0002, like every missing tenant row).
 const CLAIM_SQL: &str = "
@@ -96,16 +91,15 @@ pub fn claim(
     let args = || -> [pgrx::datum::DatumWithOid<'_>; 4] {
         [organization.into(), key.into(), request.into(), ttl.into()]
     };
-    let plan = kept(client, LOOKUP_SQL, &[UUID, TEXT, TEXT, INT4], false);
-    if let Some(row) = first_row(ok(client.select(plan, Some(1), &args()))) {
+    if let Some(row) = first_row(select(client, LOOKUP_SQL, Some(1), &args())) {
         let state = KeyState::read(&row);
         if !state.expired && state.status == "completed" {
             return state.replay(organization, key, operation);
         }
     }
-    let plan = kept(client, CLAIM_SQL, &[UUID, TEXT, TEXT, TEXT, INT4], true);
-    let inserted = ok(client.update(
-        plan,
+    let inserted = update(
+        client,
+        CLAIM_SQL,
         None,
         &[
             organization.into(),
@@ -114,7 +108,7 @@ pub fn claim(
             request.into(),
             ttl.into(),
         ],
-    ));
+    );
     let owned = || {
         Claim::Owned(Owned {
             organization,
@@ -126,8 +120,7 @@ pub fn claim(
     }
     // The key exists and its transaction has finished (the insert waited for it). Lock it: a
     // registered or expired key is re-claimed below, and only one caller may do that.
-    let plan = kept(client, EXISTING_SQL, &[UUID, TEXT, TEXT, INT4], true);
-    let Some(row) = first_row(ok(client.update(plan, Some(1), &args()))) else {
+    let Some(row) = first_row(update(client, EXISTING_SQL, Some(1), &args())) else {
         // No key and nothing inserted: the organization does not exist. (A key deleted by cleanup
         // between the two statements lands here too; a retry inserts it afresh.)
         raise(
@@ -152,21 +145,9 @@ pub fn claim(
             state.mismatch(organization, key, "different parameters");
         }
     }
-    let plan = kept(
+    update(
         client,
         RECLAIM_SQL,
-        &[
-            UUID,
-            TEXT,
-            TEXT,
-            INT4,
-            PgOid::BuiltIn(PgBuiltInOids::BOOLOID),
-            TEXT,
-        ],
-        true,
-    );
-    ok(client.update(
-        plan,
         None,
         &[
             organization.into(),
@@ -176,7 +157,7 @@ pub fn claim(
             state.expired.into(),
             key.into(),
         ],
-    ));
+    );
     owned()
 }
 
@@ -233,14 +214,14 @@ impl KeyState {
 
 /// Stores the final response with the key, in the same transaction as the work.
 pub fn complete(client: &mut SpiClient<'_>, owned: &Owned, response: &serde_json::Value) {
-    let plan = kept(client, COMPLETE_SQL, &[UUID, TEXT, JSONB], true);
-    ok(client.update(
-        plan,
+    update(
+        client,
+        COMPLETE_SQL,
         None,
         &[
             owned.organization.into(),
             owned.key.as_str().into(),
             JsonB(response.clone()).into(),
         ],
-    ));
+    );
 }

@@ -1,6 +1,6 @@
 //! `checkout.import_seed(p_source_schema, p_dry_run)`: moves a database built by the seed's
-//! migrations into checkout, accounting for every row (README "Moving an existing database to
-//! checkout").
+//! migrations into checkout, accounting for every row (docs/operations.md, "Moving an existing
+//! database to checkout").
 //!
 //! Three phases, all set-based SQL in one transaction:
 //!  1. stage: each source table is copied into `pg_temp.import_<table>` with every column checkout

@@ -84,6 +84,7 @@ fn run_once(database: &str) {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::test_support::ORG_A;
     use crate::test_support::{fixture, json, sqlstate_of, text};
     use pgrx::prelude::*;
     use serde_json::json;
@@ -92,12 +93,12 @@ mod tests {
     fn sessions_expire_then_go() {
         fixture();
         Spi::run(
-            "INSERT INTO checkout.checkout_sessions (organization_id, status, expires_at, stripe_session_id) VALUES
-               ('a0000000-0000-0000-0000-000000000001', 'pending', now() - interval '1 minute', 'due'),
-               ('a0000000-0000-0000-0000-000000000001', 'pending', now() + interval '1 hour', 'fresh'),
-               ('a0000000-0000-0000-0000-000000000001', 'expired', now() - interval '2 days', 'old'),
-               ('a0000000-0000-0000-0000-000000000001', 'expired', now() - interval '2 hours', 'recent'),
-               ('a0000000-0000-0000-0000-000000000001', 'completed', now() - interval '9 days', 'done')",
+            &format!("INSERT INTO checkout.checkout_sessions (organization_id, status, expires_at, stripe_session_id) VALUES
+               ('{ORG_A}', 'pending', now() - interval '1 minute', 'due'),
+               ('{ORG_A}', 'pending', now() + interval '1 hour', 'fresh'),
+               ('{ORG_A}', 'expired', now() - interval '2 days', 'old'),
+               ('{ORG_A}', 'expired', now() - interval '2 hours', 'recent'),
+               ('{ORG_A}', 'completed', now() - interval '9 days', 'done')"),
         )
         .unwrap();
         assert_eq!(
@@ -119,11 +120,11 @@ mod tests {
     fn expired_keys_are_deleted_even_when_referenced() {
         fixture();
         Spi::run(
-            "INSERT INTO checkout.idempotency_keys (organization_id, key, status, response, expires_at) VALUES
-               ('a0000000-0000-0000-0000-000000000001', 'old', 'completed', '{}', now() - interval '1 hour'),
-               ('a0000000-0000-0000-0000-000000000001', 'busy', 'processing', NULL, now() - interval '1 hour'),
-               ('a0000000-0000-0000-0000-000000000001', 'new', 'completed', '{}', now() + interval '1 hour');
-             UPDATE checkout.subscriptions SET idempotency_key = 'old';",
+            &format!("INSERT INTO checkout.idempotency_keys (organization_id, key, status, response, expires_at) VALUES
+               ('{ORG_A}', 'old', 'completed', '{{}}', now() - interval '1 hour'),
+               ('{ORG_A}', 'busy', 'processing', NULL, now() - interval '1 hour'),
+               ('{ORG_A}', 'new', 'completed', '{{}}', now() + interval '1 hour');
+             UPDATE checkout.subscriptions SET idempotency_key = 'old';"),
         )
         .unwrap();
         assert_eq!(
@@ -217,12 +218,12 @@ mod tests {
     fn metrics_refresh_null_and_stale_products_only() {
         fixture();
         Spi::run(
-            "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, interval_count, current_period_start, current_period_end) VALUES
-               ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 12000, 'usd', 'year', 1, now(), now()),
-               ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'trialing', 500, 'eur', 'week', 2, now(), now());
+            &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, interval_count, current_period_start, current_period_end) VALUES
+               ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 12000, 'usd', 'year', 1, now(), now()),
+               ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'trialing', 500, 'eur', 'week', 2, now(), now());
              UPDATE checkout.products SET metrics_last_calculated_at = NULL WHERE id = 'b0000000-0000-0000-0000-0000000000a1';
              UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '2 days' WHERE id = 'b0000000-0000-0000-0000-0000000000a2';
-             UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '1 hour' WHERE id = 'b0000000-0000-0000-0000-0000000000b1';",
+             UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '1 hour' WHERE id = 'b0000000-0000-0000-0000-0000000000b1';"),
         )
         .unwrap();
         assert_eq!(

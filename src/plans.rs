@@ -1,6 +1,7 @@
 //! SPI plans prepared once per backend and kept (`SPI_keepplan`): plain string queries are
 //! re-planned on every call. Postgres' plan cache re-validates kept plans after DDL, so a plan
 //! survives `ALTER EXTENSION ... UPDATE` or a re-created extension.
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 use std::cell::RefCell;
@@ -12,27 +13,52 @@ thread_local! {
     static PLANS: RefCell<HashMap<usize, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }
 
-/// The kept plan of `sql` (prepared on first use). `mutating` plans may write and lock rows
-/// (`FOR NO KEY UPDATE`); run them with `client.update`.
+/// The kept plan of `sql`, prepared on first use with the parameter types `args` carry (a
+/// `DatumWithOid` knows its type, NULLs included, so no statement lists its types apart from its
+/// values). `mutating` plans may write and lock rows (`FOR NO KEY UPDATE`).
 #[track_caller]
-pub fn kept(
+fn kept(
     client: &SpiClient<'_>,
     sql: &'static str,
-    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
     mutating: bool,
 ) -> &'static OwnedPreparedStatement {
     let key = sql.as_ptr() as usize;
     if let Some(plan) = PLANS.with(|p| p.borrow().get(&key).copied()) {
         return plan;
     }
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
     let prepared = if mutating {
-        client.prepare_mut(sql, types)
+        client.prepare_mut(sql, &types)
     } else {
-        client.prepare(sql, types)
+        client.prepare(sql, &types)
     };
     let plan: &'static OwnedPreparedStatement = Box::leak(Box::new(ok(prepared).keep()));
     PLANS.with(|p| p.borrow_mut().insert(key, plan));
     plan
+}
+
+/// Runs the kept read-only plan of `sql` with `args`, at most `limit` rows.
+#[track_caller]
+pub fn select<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &'static str,
+    limit: Option<i64>,
+    args: &[DatumWithOid<'_>],
+) -> SpiTupleTable<'conn> {
+    ok(client.select(kept(client, sql, args, false), limit, args))
+}
+
+/// Runs the kept plan of `sql` that writes or locks rows, with `args`.
+#[track_caller]
+pub fn update<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &'static str,
+    limit: Option<i64>,
+    args: &[DatumWithOid<'_>],
+) -> SpiTupleTable<'conn> {
+    let plan = kept(client, sql, args, true);
+    ok(client.update(plan, limit, args))
 }
 
 /// SPI-level failures (not SQL errors, which Postgres raises itself) mean a bug in checkout.

@@ -19,11 +19,12 @@ extension_sql_file!(
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, json, sqlstate_of, text};
+    use crate::test_support::{ORG_A, ORG_B};
     use pgrx::prelude::*;
 
     // The fixture's payment pi_1 of org A: 1000 usd.
     fn refund(id: &str, amount: i64) -> String {
-        format!("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', '{id}', {amount}, 'USD')")
+        format!("SELECT checkout.record_refund('{ORG_A}', 'pi_1', '{id}', {amount}, 'USD')")
     }
 
     #[pg_test]
@@ -51,7 +52,9 @@ mod tests {
         );
         assert_eq!(json(&refund("re_2", 400))["refunded_total"], 1000);
         // A failed refund no longer counts against the payment.
-        json("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_2', 'failed')");
+        json(&format!(
+            "SELECT checkout.update_refund_status('{ORG_A}', 're_2', 'failed')"
+        ));
         assert_eq!(json(&refund("re_3", 400))["refunded_total"], 1000);
         assert_eq!(count("SELECT count(*) FROM checkout.refunds"), 3);
     }
@@ -59,11 +62,33 @@ mod tests {
     #[pg_test]
     fn refund_arguments_and_tenancy() {
         fixture();
-        assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_x', 10, 'eur')"), "22023", "currency differs");
-        assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_x', 0, 'usd')"), "22023");
-        assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', NULL, 10, 'usd')"), "22004");
-        assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000001', 'pi_1', 're_x', 10, 'usd', repeat('r', 101))"), "22023", "reason too long");
-        assert_eq!(sqlstate_of("SELECT checkout.record_refund('a0000000-0000-0000-0000-000000000002', 'pi_1', 're_x', 10, 'usd')"), "P0002", "org B cannot refund org A's payment");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.record_refund('{ORG_A}', 'pi_1', 're_x', 10, 'eur')"
+            )),
+            "22023",
+            "currency differs"
+        );
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.record_refund('{ORG_A}', 'pi_1', 're_x', 0, 'usd')"
+            )),
+            "22023"
+        );
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.record_refund('{ORG_A}', 'pi_1', NULL, 10, 'usd')"
+            )),
+            "22004"
+        );
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.record_refund('{ORG_A}', 'pi_1', 're_x', 10, 'usd', repeat('r', 101))")), "22023", "reason too long");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.record_refund('{ORG_B}', 'pi_1', 're_x', 10, 'usd')"
+            )),
+            "P0002",
+            "org B cannot refund org A's payment"
+        );
         assert_eq!(count("SELECT count(*) FROM checkout.refunds"), 0);
     }
 
@@ -71,18 +96,35 @@ mod tests {
     fn refund_status_moves_once_from_pending() {
         fixture();
         json(&refund("re_1", 100));
-        let done = json("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', 'succeeded')");
+        let done = json(&format!(
+            "SELECT checkout.update_refund_status('{ORG_A}', 're_1', 'succeeded')"
+        ));
         assert!(done["completed_at"].is_string(), "{done}");
         // Redelivery of the same verdict: a no-op.
-        assert_eq!(json("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', 'succeeded')")["status"], "succeeded");
-        assert_eq!(sqlstate_of("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', 'failed')"), "09000");
+        assert_eq!(
+            json(&format!(
+                "SELECT checkout.update_refund_status('{ORG_A}', 're_1', 'succeeded')"
+            ))["status"],
+            "succeeded"
+        );
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.update_refund_status('{ORG_A}', 're_1', 'failed')"
+            )),
+            "09000"
+        );
         // The trigger guards direct updates as well.
         assert_eq!(
             sqlstate_of("UPDATE checkout.refunds SET status = 'pending'"),
             "09000"
         );
         assert_eq!(text("SELECT status FROM checkout.refunds"), "succeeded");
-        assert_eq!(sqlstate_of("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_9', 'failed')"), "P0002");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.update_refund_status('{ORG_A}', 're_9', 'failed')"
+            )),
+            "P0002"
+        );
     }
 
     #[pg_test]
@@ -90,7 +132,9 @@ mod tests {
         fixture();
         json(&refund("re_1", 1000));
         assert_eq!(sqlstate_of(&refund("re_2", 1)), "23514");
-        let r = json("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', 'canceled')");
+        let r = json(&format!(
+            "SELECT checkout.update_refund_status('{ORG_A}', 're_1', 'canceled')"
+        ));
         assert_eq!(
             (r["status"].as_str(), r["completed_at"].is_null()),
             (Some("canceled"), true),
@@ -98,7 +142,13 @@ mod tests {
         );
         // Canceled is final, and no longer counts against the payment.
         for to in ["pending", "succeeded", "failed"] {
-            assert_eq!(sqlstate_of(&format!("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', 're_1', '{to}')")), "09000", "canceled -> {to}");
+            assert_eq!(
+                sqlstate_of(&format!(
+                    "SELECT checkout.update_refund_status('{ORG_A}', 're_1', '{to}')"
+                )),
+                "09000",
+                "canceled -> {to}"
+            );
         }
         assert_eq!(json(&refund("re_2", 1000))["refunded_total"], 1000);
     }
@@ -117,11 +167,11 @@ mod tests {
                     let id = format!("re_{path}_{from}_{to}");
                     // Inserted directly in `from` (an insert is not a transition; one inserted as
                     // succeeded gets its completed_at, as one moved there does).
-                    Spi::run(&format!("INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, amount, currency, status) VALUES ('a0000000-0000-0000-0000-000000000001', 'pi_1', '{id}', 1, 'usd', '{from}')")).unwrap();
+                    Spi::run(&format!("INSERT INTO checkout.refunds (organization_id, payment_intent_id, stripe_refund_id, amount, currency, status) VALUES ('{ORG_A}', 'pi_1', '{id}', 1, 'usd', '{from}')")).unwrap();
                     let row = format!("SELECT to_jsonb(r)::text FROM checkout.refunds r WHERE stripe_refund_id = '{id}'");
                     let before = text(&row);
                     let sql = if path == "function" {
-                        format!("SELECT checkout.update_refund_status('a0000000-0000-0000-0000-000000000001', '{id}', '{to}')")
+                        format!("SELECT checkout.update_refund_status('{ORG_A}', '{id}', '{to}')")
                     } else {
                         format!("UPDATE checkout.refunds SET status = '{to}' WHERE stripe_refund_id = '{id}'")
                     };

@@ -14,16 +14,15 @@ extension_sql_file!("../sql/verify.sql", name = "verify", finalize);
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, sqlstate_of, text};
+    use crate::test_support::{ORG_A, ORG_B};
     use pgrx::prelude::*;
-
-    const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
 
     #[pg_test]
     fn one_active_or_trialing_subscription_per_customer_and_product() {
         fixture();
         // The seed's index keyed on status let an 'active' and a 'trialing' row coexist.
-        let second = "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
-             VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'trialing', 0, 'usd', 'month', now(), now() + interval '1 month')";
+        let second = &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
+             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'trialing', 0, 'usd', 'month', now(), now() + interval '1 month')");
         assert_eq!(sqlstate_of(second), "23505");
         // A canceled one alongside is fine.
         assert_eq!(
@@ -43,8 +42,8 @@ mod tests {
     #[pg_test]
     fn subscription_checks() {
         fixture();
-        let base = "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end, trial_start, trial_end)
-             VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 1000, 'usd', 'month', '2026-01-01', '2026-02-01', NULL, NULL)";
+        let base = &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end, trial_start, trial_end)
+             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 1000, 'usd', 'month', '2026-01-01', '2026-02-01', NULL, NULL)");
         assert_eq!(sqlstate_of(base), "00000", "valid row is accepted");
         let cases = [
             ("'2026-01-01', '2026-02-01'", "'2026-02-01', '2026-01-01'"), // period end < start
@@ -65,10 +64,10 @@ mod tests {
     #[pg_test]
     fn customer_uniqueness_is_case_insensitive_and_per_organization() {
         fixture();
-        let dup = "INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'ALICE@example.com')";
+        let dup = &format!("INSERT INTO checkout.customers (organization_id, email) VALUES ('{ORG_A}', 'ALICE@example.com')");
         assert_eq!(sqlstate_of(dup), "23505");
         // bob@example.com exists in org A only: org B may have its own.
-        let bob_b = "INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000002', 'Bob@Example.com')";
+        let bob_b = &format!("INSERT INTO checkout.customers (organization_id, email) VALUES ('{ORG_B}', 'Bob@Example.com')");
         assert_eq!(sqlstate_of(bob_b), "00000");
         assert_eq!(
             sqlstate_of(&bob_b.replace("000000000002", "000000000001")),
@@ -77,7 +76,7 @@ mod tests {
         // A soft-deleted customer no longer holds the email.
         Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
         assert_eq!(sqlstate_of(dup), "00000");
-        let ext = "INSERT INTO checkout.customers (organization_id, email, external_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'new@example.com', 'ext-a2')";
+        let ext = &format!("INSERT INTO checkout.customers (organization_id, email, external_id) VALUES ('{ORG_A}', 'new@example.com', 'ext-a2')");
         assert_eq!(
             sqlstate_of(ext),
             "23505",
@@ -89,10 +88,10 @@ mod tests {
     #[pg_test]
     fn other_checks() {
         fixture();
-        let pi = "INSERT INTO checkout.payment_intents (organization_id, stripe_payment_intent_id, amount, currency, status) VALUES ('a0000000-0000-0000-0000-000000000001', 'pi_2', 0, 'usd', 'succeeded')";
+        let pi = &format!("INSERT INTO checkout.payment_intents (organization_id, stripe_payment_intent_id, amount, currency, status) VALUES ('{ORG_A}', 'pi_2', 0, 'usd', 'succeeded')");
         assert_eq!(sqlstate_of(pi), "23514", "payment amount must be > 0");
         assert_eq!(sqlstate_of(&pi.replace(", 0,", ", 1,")), "00000");
-        let refund = "INSERT INTO checkout.refunds (organization_id, payment_intent_id, amount, currency) VALUES ('a0000000-0000-0000-0000-000000000001', 'pi_1', 0, 'usd')";
+        let refund = &format!("INSERT INTO checkout.refunds (organization_id, payment_intent_id, amount, currency) VALUES ('{ORG_A}', 'pi_1', 0, 'usd')");
         assert_eq!(sqlstate_of(refund), "23514", "refund amount must be > 0");
         assert_eq!(sqlstate_of(&refund.replace(", 0,", ", 5,")), "00000");
         let rq = "INSERT INTO checkout.reconciliation_queue (type, reference_id, priority) VALUES ('charge', 'ch_1', 11)";
@@ -108,7 +107,7 @@ mod tests {
     #[pg_test]
     fn feature_grant_unique_and_on_conflict_target() {
         fixture();
-        let grant = "INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000a1', 'd0000000-0000-0000-0000-0000000000a1')";
+        let grant = &format!("INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id) VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000a1', 'd0000000-0000-0000-0000-0000000000a1')");
         assert_eq!(sqlstate_of(grant), "23505", "fixture already granted it");
         // The seed's target (customer_id, feature_id, subscription_id) names a key that is now
         // tenant-first: the target names the organization too.
@@ -123,7 +122,9 @@ mod tests {
     #[pg_test]
     fn idempotency_keys_are_per_organization() {
         fixture();
-        let key = "INSERT INTO checkout.idempotency_keys (organization_id, key) VALUES ('a0000000-0000-0000-0000-000000000001', 'k1')";
+        let key = &format!(
+            "INSERT INTO checkout.idempotency_keys (organization_id, key) VALUES ('{ORG_A}', 'k1')"
+        );
         assert_eq!(sqlstate_of(key), "00000");
         assert_eq!(sqlstate_of(key), "23505");
         assert_eq!(
@@ -141,8 +142,8 @@ mod tests {
     fn cross_tenant_references_are_rejected() {
         fixture();
         // Org A subscription with org B's customer (the seed accepted this).
-        let sub = "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
-             VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a2', 'active', 0, 'usd', 'month', now(), now())";
+        let sub = &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
+             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a2', 'active', 0, 'usd', 'month', now(), now())");
         assert_eq!(sqlstate_of(sub), "23503");
         // ... or org B's product.
         let sub_b = sub
@@ -156,15 +157,16 @@ mod tests {
             );
         assert_eq!(sqlstate_of(&sub_b), "23503");
         // Grant of org B's feature to org A's customer.
-        let grant = "INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000b1')";
+        let grant = &format!("INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id) VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000b1')");
         assert_eq!(sqlstate_of(grant), "23503");
         // Moving a subscription to the other organization is refused too (by the subscriptions
         // guard trigger, before the foreign key would).
-        let moved = "UPDATE checkout.subscriptions SET organization_id = 'a0000000-0000-0000-0000-000000000002' WHERE id = 'd0000000-0000-0000-0000-0000000000a1'";
+        let moved = &format!("UPDATE checkout.subscriptions SET organization_id = '{ORG_B}' WHERE id = 'd0000000-0000-0000-0000-0000000000a1'");
         assert_eq!(sqlstate_of(moved), "09000");
-        let grant_moved = "UPDATE checkout.feature_grants SET organization_id = 'a0000000-0000-0000-0000-000000000002'";
+        let grant_moved =
+            &format!("UPDATE checkout.feature_grants SET organization_id = '{ORG_B}'");
         assert_eq!(sqlstate_of(grant_moved), "23503");
-        let trial = "INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('a0000000-0000-0000-0000-000000000002', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())";
+        let trial = &format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('{ORG_B}', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())");
         assert_eq!(sqlstate_of(trial), "23503");
         assert_eq!(
             sqlstate_of(&trial.replace("0000000000a1'", "0000000000b1'")),
@@ -186,8 +188,8 @@ mod tests {
         assert_eq!(sqlstate_of("DELETE FROM checkout.subscriptions WHERE id = 'd0000000-0000-0000-0000-0000000000a1'"), "00000");
         assert_eq!(count("SELECT count(*) FROM checkout.feature_grants"), 0);
         // Idempotency keys referenced by rows can expire and be deleted (the seed's FK blocked this).
-        Spi::run("INSERT INTO checkout.idempotency_keys (organization_id, key, expires_at) VALUES ('a0000000-0000-0000-0000-000000000001', 'used', now() - interval '1 day')").unwrap();
-        Spi::run("UPDATE checkout.subscriptions SET idempotency_key = 'used' WHERE organization_id = 'a0000000-0000-0000-0000-000000000001'").unwrap();
+        Spi::run(&format!("INSERT INTO checkout.idempotency_keys (organization_id, key, expires_at) VALUES ('{ORG_A}', 'used', now() - interval '1 day')")).unwrap();
+        Spi::run(&format!("UPDATE checkout.subscriptions SET idempotency_key = 'used' WHERE organization_id = '{ORG_A}'")).unwrap();
         assert_eq!(
             sqlstate_of("DELETE FROM checkout.idempotency_keys WHERE expires_at < now()"),
             "00000"
@@ -265,13 +267,17 @@ mod tests {
     #[pg_test]
     fn invariants_hold_after_function_writes_and_catch_breakage() {
         Spi::run(
-            "INSERT INTO checkout.organizations (id, name) VALUES ('a0000000-0000-0000-0000-000000000001', 'A');
-             INSERT INTO checkout.products (id, organization_id, name) VALUES ('b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', 'Pro');",
+            &format!("INSERT INTO checkout.organizations (id, name) VALUES ('{ORG_A}', 'A');
+             INSERT INTO checkout.products (id, organization_id, name) VALUES ('b0000000-0000-0000-0000-0000000000a1', '{ORG_A}', 'Pro');"),
         )
         .unwrap();
-        let customer = Spi::get_one::<String>("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'x@example.com')->>'customer_id'").unwrap().unwrap();
+        let customer = Spi::get_one::<String>(&format!(
+            "SELECT checkout.upsert_customer_atomic('{ORG_A}', 'x@example.com')->>'customer_id'"
+        ))
+        .unwrap()
+        .unwrap();
         Spi::run(&format!(
-            "SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, '{customer}', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001', 'key')"
+            "SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, '{customer}', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}', 'key')"
         ))
         .unwrap();
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);

@@ -14,6 +14,11 @@ pub fn sqlstate_of(sql: &str) -> String {
         .expect("sqlstate_of returned NULL")
 }
 
+/// The organizations of the fixture (tests/sql/fixtures.sql), the one place tests name them;
+/// `fixture_ids_are_the_fixtures` checks the two files agree.
+pub const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
+pub const ORG_B: &str = "a0000000-0000-0000-0000-000000000002";
+
 /// Two organizations (A ...0001, B ...0002) with known ids; see tests/sql/fixtures.sql.
 pub fn fixture() {
     Spi::run("SELECT checkout_test.fixture()").expect("fixture failed");
@@ -36,4 +41,20 @@ pub fn count(sql: &str) -> i64 {
 
 pub fn json(sql: &str) -> serde_json::Value {
     value::<pgrx::JsonB>(sql).0
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::{fixture, text, ORG_A, ORG_B};
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn fixture_ids_are_the_fixtures() {
+        fixture();
+        let names = text(&format!(
+            "SELECT string_agg(name, ', ' ORDER BY id) FROM checkout.organizations WHERE id IN ('{ORG_A}', '{ORG_B}')"
+        ));
+        assert_eq!(names, "Org A, Org B");
+    }
 }

@@ -234,9 +234,9 @@ extension_sql_file!(
 #[pg_schema]
 mod tests {
     use crate::test_support::{fixture, json, sqlstate_of, text};
+    use crate::test_support::{ORG_A, ORG_B};
     use pgrx::prelude::*;
 
-    const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
     const PRO_A: &str = "b0000000-0000-0000-0000-0000000000a1";
 
     fn eligibility(customer: &str, email: Option<&str>) -> serde_json::Value {
@@ -331,9 +331,9 @@ mod tests {
     fn other_organizations_history_never_counts() {
         fixture();
         // Org B's alice had a trial of org B's product; org A's alice is still eligible for org A's.
-        Spi::run("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
-                  VALUES ('a0000000-0000-0000-0000-000000000002', 'c0000000-0000-0000-0000-0000000000b1',
-                          'b0000000-0000-0000-0000-0000000000b1', now(), now())").unwrap();
+        Spi::run(&format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
+                  VALUES ('{ORG_B}', 'c0000000-0000-0000-0000-0000000000b1',
+                          'b0000000-0000-0000-0000-0000000000b1', now(), now())")).unwrap();
         assert_eq!(
             eligibility("c0000000-0000-0000-0000-0000000000a1", None)["eligible"],
             true
@@ -356,7 +356,7 @@ mod tests {
         );
         assert_eq!(json(&scoped(ORG_A, alice))["reason"], "already_had_trial");
         // ...and another organization's customer is reported exactly like a missing one.
-        let org_b = "a0000000-0000-0000-0000-000000000002";
+        let org_b = ORG_B;
         let other = text(&format!(
             "SELECT checkout_test.error_of($$ {} $$)",
             scoped(org_b, alice)
@@ -374,7 +374,7 @@ mod tests {
             sqlstate_of(&format!("SELECT checkout.check_trial_eligibility(NULL::uuid, '{alice}'::uuid, '{PRO_A}'::uuid)")),
             "22004"
         );
-        // The seed form's p_email has the default the README promises.
+        // The seed form's p_email has the default docs/api.md promises.
         assert_eq!(
             json(&format!(
                 "SELECT checkout.check_trial_eligibility('{alice}'::uuid, '{PRO_A}'::uuid)"
@@ -400,7 +400,7 @@ mod tests {
     fn one_trial_per_customer_and_product() {
         fixture();
         give_trial("c0000000-0000-0000-0000-0000000000a1");
-        let again = "INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())";
+        let again = &format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())");
         assert_eq!(sqlstate_of(again), "23505");
     }
 
@@ -460,17 +460,17 @@ mod tests {
     fn lookups_use_indexes_at_100k_customers() {
         fixture();
         Spi::run(
-            "INSERT INTO checkout.customers (organization_id, email)
-             SELECT 'a0000000-0000-0000-0000-000000000001', 'user' || g || '@example.com' FROM generate_series(1, 100000) g;
+            &format!("INSERT INTO checkout.customers (organization_id, email)
+             SELECT '{ORG_A}', 'user' || g || '@example.com' FROM generate_series(1, 100000) g;
              INSERT INTO checkout.products (organization_id, name)
-             SELECT 'a0000000-0000-0000-0000-000000000001', 'product ' || g FROM generate_series(1, 1000) g;
+             SELECT '{ORG_A}', 'product ' || g FROM generate_series(1, 1000) g;
              INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
              SELECT organization_id, id, 'b0000000-0000-0000-0000-0000000000a1', now(), now() FROM checkout.customers
              WHERE email LIKE 'user%0@example.com';
              -- a customer whose earlier address is a variant of user10's (who had the trial)
              UPDATE checkout.customers SET email = 'User10+old@Example.com' WHERE id = 'c0000000-0000-0000-0000-0000000000a1';
              UPDATE checkout.customers SET email = 'alice@example.com' WHERE id = 'c0000000-0000-0000-0000-0000000000a1';
-             ANALYZE checkout.customers, checkout.customer_email_variants, checkout.trial_history, checkout.products;",
+             ANALYZE checkout.customers, checkout.customer_email_variants, checkout.trial_history, checkout.products;"),
         )
         .unwrap();
         let scans = || {
@@ -520,7 +520,7 @@ mod tests {
         );
         // The organization's form finds the customer through the primary key.
         let in_org = Spi::get_one::<pgrx::JsonB>(&format!(
-            "SELECT checkout.check_trial_eligibility('a0000000-0000-0000-0000-000000000001', 'c0000000-0000-0000-0000-0000000000a2', '{PRO_A}', NULL)"
+            "SELECT checkout.check_trial_eligibility('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', '{PRO_A}', NULL)"
         ))
         .expect("query failed")
         .expect("NULL result")

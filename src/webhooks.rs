@@ -11,12 +11,13 @@ extension_sql_file!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::test_support::ORG_A;
     use crate::test_support::{count, fixture, json, sqlstate_of, text};
     use pgrx::prelude::*;
 
     fn record(event: &str, object: &str, at: &str) -> serde_json::Value {
         json(&format!(
-            "SELECT checkout.record_webhook_event('a0000000-0000-0000-0000-000000000001', '{event}', 'customer.subscription.updated',
+            "SELECT checkout.record_webhook_event('{ORG_A}', '{event}', 'customer.subscription.updated',
                jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object('id', '{object}'))), '{at}')"
         ))
     }
@@ -236,12 +237,12 @@ mod tests {
         fixture();
         // A backlog of 20,000 pending events of 39 types, and 40 pending events of type.0.
         Spi::run(
-            "INSERT INTO checkout.webhook_events (organization_id, provider_event_id, type, object_id, status, payload, event_created_at)
-             SELECT 'a0000000-0000-0000-0000-000000000001', 'evt_' || g,
+            &format!("INSERT INTO checkout.webhook_events (organization_id, provider_event_id, type, object_id, status, payload, event_created_at)
+             SELECT '{ORG_A}', 'evt_' || g,
                     CASE WHEN g <= 40 THEN 'type.0' ELSE 'type.' || (1 + g % 39) END, 'obj_' || g,
-                    'pending', '{}', now() - g * interval '1 second'
+                    'pending', '{{}}', now() - g * interval '1 second'
              FROM generate_series(1, 20040) g;
-             ANALYZE checkout.webhook_events",
+             ANALYZE checkout.webhook_events"),
         )
         .unwrap();
         let scans_of = |sql: &str| {
@@ -277,14 +278,8 @@ mod tests {
         let call =
             |args: &str| sqlstate_of(&format!("SELECT checkout.record_webhook_event({args})"));
         assert_eq!(call("NULL, 'e', 't', '{}', now()"), "22004");
-        assert_eq!(
-            call("'a0000000-0000-0000-0000-000000000001', '', 't', '{}', now()"),
-            "22023"
-        );
-        assert_eq!(
-            call("'a0000000-0000-0000-0000-000000000001', 'e', 't', '[1]', now()"),
-            "22023"
-        );
+        assert_eq!(call(&format!("'{ORG_A}', '', 't', '{{}}', now()")), "22023");
+        assert_eq!(call(&format!("'{ORG_A}', 'e', 't', '[1]', now()")), "22023");
         assert_eq!(
             call("'a0000000-0000-0000-0000-000000000009', 'e', 't', '{}', now()"),
             "P0002"

@@ -6,7 +6,7 @@
 //! call was most of their cost). So nothing here resolves a name through the caller's search_path,
 //! and every statement they run names the schema of each table, function and operator.
 use crate::errors::{raise, Kind};
-use crate::plans::{kept, ok};
+use crate::plans::update;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, Oid, PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
@@ -211,16 +211,15 @@ pub fn param(datum: Option<pg_sys::Datum>, typ: PgOid) -> DatumWithOid<'static> 
     }
 }
 
-/// Runs the kept plan of `sql` (prepared on first use). Every statement runs as a statement of a
-/// VOLATILE function does (`mutating`): after the previous one, with a new snapshot.
+/// Runs the kept plan of `sql` (prepared on first use, with the types `args` carry). Every
+/// statement runs as a statement of a VOLATILE function does (`mutating`): after the previous one,
+/// with a new snapshot.
 pub fn run<'conn>(
     client: &mut SpiClient<'conn>,
     sql: &'static str,
-    types: &[PgOid],
     args: &[DatumWithOid<'_>],
 ) -> SpiTupleTable<'conn> {
-    let plan = kept(client, sql, types, true);
-    ok(client.update(plan, None, args))
+    update(client, sql, None, args)
 }
 
 /// OLD or NEW of a firing: a heap tuple of the trigger's relation, or absent.
@@ -382,6 +381,7 @@ impl Col {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::test_support::ORG_A;
     use crate::test_support::{count, fixture, sqlstate_of, text};
     use pgrx::prelude::*;
 
@@ -409,7 +409,6 @@ CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE sql AS $f$SELECT 'evil'$f
 CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $f$SELECT '{}'::pg_catalog.jsonb$f$;
 "#;
 
-    const ORG_A: &str = "a0000000-0000-0000-0000-000000000001";
     const SUB_A1: &str = "d0000000-0000-0000-0000-0000000000a1";
     const SUB_A2: &str = "d0000000-0000-0000-0000-0000000000a2";
     const CUSTOMER_A2: &str = "c0000000-0000-0000-0000-0000000000a2";

@@ -127,6 +127,7 @@ extension_sql_file!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
+    use crate::test_support::ORG_A;
     use crate::test_support::{fixture, sqlstate_of};
     use pgrx::prelude::*;
 
@@ -226,7 +227,7 @@ mod tests {
         let v = crate::email::rules::RULES_VERSION;
         assert_eq!(rows, Some(format!("A.Lice+x@GMail.com>alice@gmail.com>gmail.com>{v} alice@example.com>alice@example.com>example.com>{v}")));
         // Invalid emails are refused at the table, whatever path writes them.
-        assert_eq!(sqlstate_of("INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'not-an-email')"), "22023");
+        assert_eq!(sqlstate_of(&format!("INSERT INTO checkout.customers (organization_id, email) VALUES ('{ORG_A}', 'not-an-email')")), "22023");
         // The same address in two organizations: both recorded (the seed's global UNIQUE(email) dropped one).
         let n = Spi::get_one::<i64>("SELECT count(*) FROM checkout.customer_email_variants WHERE lower(email) = 'alice@example.com'").unwrap();
         assert_eq!(n, Some(2));

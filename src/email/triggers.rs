@@ -39,7 +39,7 @@ fn track_customer_email<'a>(trigger: &'a PgTrigger<'a>) -> Returned<'a> {
         RULES_VERSION.into(),
     ];
     Spi::connect_mut(|client| {
-        run(client, TRACK_SQL, &[UUID, UUID, TEXT, TEXT, INT4], &args);
+        run(client, TRACK_SQL, &args);
     });
     Ok(None)
 }
@@ -92,11 +92,9 @@ fn merge_duplicate_email_variant<'a>(trigger: &'a PgTrigger<'a>) -> Returned<'a>
     ];
     let held = [org.param(), customer.param(), email.param()];
     let duplicate = Spi::connect_mut(|client| {
-        let types = [UUID, TEXT, TEXT, TEXT, INT4, TIMESTAMPTZ, UUID, UUID];
         // The second question only when the first found nothing (FOUND OR EXISTS (...)); after
         // it, with a new snapshot.
-        !run(client, MERGE_SQL, &types, &merge).is_empty()
-            || !run(client, HELD_SQL, &[UUID, UUID, TEXT], &held).is_empty()
+        !run(client, MERGE_SQL, &merge).is_empty() || !run(client, HELD_SQL, &held).is_empty()
     });
     // The row goes in unless it was merged or is held already.
     Ok(if duplicate { None } else { new.unchanged() })

@@ -101,7 +101,7 @@ fn guard_refund_status<'a>(trigger: &'a PgTrigger<'a>) -> Returned<'a> {
         let id = this.col(c"id", UUID);
         Spi::connect_mut(|client| {
             let args = [org.param(), payment.param()];
-            let found = first_row(run(client, PAYMENT_SQL, &[UUID, TEXT], &args));
+            let found = first_row(run(client, PAYMENT_SQL, &args));
             let Some(found) = found else {
                 return; // a missing payment is the foreign key's to report (23503)
             };
@@ -128,8 +128,7 @@ fn guard_refund_status<'a>(trigger: &'a PgTrigger<'a>) -> Returned<'a> {
                 amount.param(),
                 payment_amount.into(),
             ];
-            let types = [UUID, TEXT, UUID, INT8, INT8];
-            let sum = first_row(run(client, REFUNDED_SQL, &types, &args));
+            let sum = first_row(run(client, REFUNDED_SQL, &args));
             let Some(sum) = sum else {
                 return; // an aggregate returns one row
             };
@@ -176,7 +175,7 @@ fn guard_payment_refunded<'a>(trigger: &'a PgTrigger<'a>) -> Returned<'a> {
     let payment = old.col(c"stripe_payment_intent_id", TEXT);
     let args = [old.col(c"organization_id", UUID).param(), payment.param()];
     let (refunded, currencies) = Spi::connect_mut(|client| {
-        let sum = first_row(run(client, PAYMENT_REFUNDED_SQL, &[UUID, TEXT], &args));
+        let sum = first_row(run(client, PAYMENT_REFUNDED_SQL, &args));
         match sum {
             Some(sum) => (
                 not_null::<i64>(sum.get(1), "the refunded sum"),

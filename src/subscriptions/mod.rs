@@ -10,10 +10,9 @@ use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
 use crate::json_arg::JsonText;
 use crate::lookups::Snapshot;
-use crate::plans::{first_row, kept, ok};
+use crate::plans::{first_row, ok, select, update};
 use crate::trials;
 use pgrx::datum::TimestampWithTimeZone;
-use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Value};
@@ -22,19 +21,6 @@ pub mod input;
 pub mod lifecycle;
 pub mod states;
 pub mod triggers;
-
-const fn oid(o: PgBuiltInOids) -> PgOid {
-    PgOid::BuiltIn(o)
-}
-const UUID: PgOid = oid(PgBuiltInOids::UUIDOID);
-const UUID_ARRAY: PgOid = oid(PgBuiltInOids::UUIDARRAYOID);
-const TEXT: PgOid = oid(PgBuiltInOids::TEXTOID);
-const INT4: PgOid = oid(PgBuiltInOids::INT4OID);
-const INT8: PgOid = oid(PgBuiltInOids::INT8OID);
-const BOOL: PgOid = oid(PgBuiltInOids::BOOLOID);
-const JSONB: PgOid = oid(PgBuiltInOids::JSONBOID);
-const JSONB_ARRAY: PgOid = oid(PgBuiltInOids::JSONBARRAYOID);
-const TIMESTAMPTZ: PgOid = oid(PgBuiltInOids::TIMESTAMPTZOID);
 
 const OPERATION: &str = "create_subscription_atomic";
 
@@ -134,7 +120,7 @@ fn invalid(message: String) -> ! {
         Kind::InvalidParameter,
         message,
         None,
-        Some("See the README's create_subscription_atomic input table."),
+        Some("See docs/api.md, create_subscription_atomic: the p_subscription fields."),
     )
 }
 
@@ -293,9 +279,9 @@ fn create_subscription_atomic(
         };
         if sub.trial_end.is_some() {
             // Before the trial is looked up and claimed: its errors are the tenant check's.
-            let plan = kept(client, TENANT_SQL, &[UUID, UUID, UUID, UUID_ARRAY], false);
-            let row = ok(client.select(
-                plan,
+            let row = select(
+                client,
+                TENANT_SQL,
                 Some(1),
                 &[
                     organization.into(),
@@ -303,7 +289,7 @@ fn create_subscription_atomic(
                     product.into(),
                     feature_ids.clone().into(),
                 ],
-            ));
+            );
             let row = row.first();
             tenant.require(
                 ok(row.get::<bool>(1)).unwrap_or(false),
@@ -324,15 +310,10 @@ fn create_subscription_atomic(
                     Snapshot::Latest,
                 );
                 if verdict.eligible {
-                    let plan = kept(
+                    let start = sub.trial_start.unwrap_or(sub.current_period_start);
+                    let claimed = update(
                         client,
                         TRIAL_CLAIM_SQL,
-                        &[UUID, UUID, UUID, TIMESTAMPTZ, TIMESTAMPTZ],
-                        true,
-                    );
-                    let start = sub.trial_start.unwrap_or(sub.current_period_start);
-                    let claimed = ok(client.update(
-                        plan,
                         None,
                         &[
                             organization.into(),
@@ -341,7 +322,7 @@ fn create_subscription_atomic(
                             timestamptz(start).into(),
                             timestamptz(end).into(),
                         ],
-                    ));
+                    );
                     trial_claim = first_row(claimed).and_then(|row| ok(row.get::<Uuid>(1)));
                     if trial_claim.is_none() {
                         verdict.eligible = false;
@@ -374,33 +355,6 @@ fn create_subscription_atomic(
             .zip(features.iter().map(|f| JsonB(f.metadata.clone())))
             .unzip();
         let version = |v: &Option<String>| v.as_deref().map(parse_uuid);
-        let plan = kept(
-            client,
-            CREATE_SQL,
-            &[
-                UUID,
-                UUID,
-                UUID,
-                TEXT,
-                TEXT,
-                TEXT,
-                INT8,
-                TEXT,
-                TEXT,
-                INT4,
-                TIMESTAMPTZ,
-                TIMESTAMPTZ,
-                TIMESTAMPTZ,
-                TIMESTAMPTZ,
-                JSONB,
-                TEXT,
-                UUID,
-                UUID,
-                UUID_ARRAY,
-                JSONB_ARRAY,
-            ],
-            true,
-        );
         // This statement writes its own audit row and counters: the audit trigger stays out.
         let _audit = audit::begin(Change {
             change_type: "created",
@@ -408,8 +362,9 @@ fn create_subscription_atomic(
             reason: None,
             self_audited: true,
         });
-        let created = ok(client.update(
-            plan,
+        let created = update(
+            client,
+            CREATE_SQL,
             None,
             &[
                 organization.into(),
@@ -433,7 +388,7 @@ fn create_subscription_atomic(
                 feature_uuids.into(),
                 feature_metadata.into(),
             ],
-        ));
+        );
         // One row: the subscription's id (NULL when nothing was written) and the tenant check.
         let Some(row) = first_row(created) else {
             raise(
@@ -454,8 +409,12 @@ fn create_subscription_atomic(
         let response = match created_id {
             Some(id) => {
                 if let Some(claim) = trial_claim {
-                    let plan = kept(client, TRIAL_LINK_SQL, &[UUID, UUID, UUID], true);
-                    ok(client.update(plan, None, &[organization.into(), claim.into(), id.into()]));
+                    update(
+                        client,
+                        TRIAL_LINK_SQL,
+                        None,
+                        &[organization.into(), claim.into(), id.into()],
+                    );
                 }
                 let mut r = json!({"success": true, "subscription_id": id.to_string(), "status": status, "trial_eligible": trial_eligible});
                 if let Some(reason) = trial_reason {
@@ -465,12 +424,16 @@ fn create_subscription_atomic(
             }
             None => {
                 if let Some(claim) = trial_claim {
-                    let plan = kept(client, TRIAL_RELEASE_SQL, &[UUID, UUID], true);
-                    ok(client.update(plan, None, &[organization.into(), claim.into()]));
+                    update(
+                        client,
+                        TRIAL_RELEASE_SQL,
+                        None,
+                        &[organization.into(), claim.into()],
+                    );
                 }
-                let plan = kept(client, ACTIVE_SQL, &[UUID, UUID, UUID, UUID], false);
-                let existing = ok(client.select(
-                    plan,
+                let existing = select(
+                    client,
+                    ACTIVE_SQL,
                     Some(1),
                     &[
                         organization.into(),
@@ -478,7 +441,7 @@ fn create_subscription_atomic(
                         product.into(),
                         Option::<Uuid>::None.into(),
                     ],
-                ));
+                );
                 let existing: Option<Uuid> = first_row(existing).and_then(|row| ok(row.get(1)));
                 json!({"success": false, "error": "subscription_exists", "existing_subscription_id": existing.map(|u| u.to_string())})
             }
@@ -500,11 +463,12 @@ extension_sql!(
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, json, sqlstate_of, text};
+    use crate::test_support::{ORG_A, ORG_B};
     use pgrx::prelude::*;
     use serde_json::Value;
 
     // Customer a2 of org A has no subscription; product a1 of org A; features a1, a2 of org A.
-    const CALL: &str = "checkout.create_subscription_atomic(checkout_test.sub(), ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\"}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'";
+    const CALL: &str = "checkout.create_subscription_atomic(checkout_test.sub(), ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\"}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1'";
 
     fn counts() -> String {
         text("SELECT checkout_test.row_counts()")
@@ -515,7 +479,7 @@ mod tests {
         fixture();
         let features = "ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\", \"metadata\": {\"seats\": 5}}'::jsonb, '{\"feature_id\": \"F0000000-0000-0000-0000-0000000000A2\"}', '{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\", \"metadata\": {\"sso\": true}}']";
         Spi::run("UPDATE checkout.products SET metrics_last_calculated_at = now()").unwrap();
-        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
         assert_eq!(r["success"], true);
         assert_eq!(r["status"], "active");
         assert_eq!(r["trial_eligible"], Value::Null);
@@ -542,14 +506,14 @@ mod tests {
     fn duplicate_active_subscription_returns_the_seed_shape_and_writes_nothing() {
         fixture();
         let before = counts();
-        let r = json("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
         assert_eq!(
             r,
             serde_json::json!({"success": false, "error": "subscription_exists", "existing_subscription_id": "d0000000-0000-0000-0000-0000000000a1"})
         );
         assert_eq!(counts(), before);
         // A trialing request for the same pair is refused too (the seed allowed active + trialing).
-        let r = json("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{\"trial_end\": \"2026-01-15T00:00:00Z\"}'), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
         assert_eq!(r["error"], "subscription_exists");
         assert_eq!(counts(), before);
     }
@@ -575,7 +539,7 @@ mod tests {
             r#"'[]'::jsonb"#,
         ];
         for sub in bad_subscriptions {
-            let sql = format!("SELECT checkout.create_subscription_atomic({sub}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+            let sql = format!("SELECT checkout.create_subscription_atomic({sub}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')");
             assert_eq!(sqlstate_of(&sql), "22023", "{sub}");
         }
         for features in [
@@ -583,7 +547,7 @@ mod tests {
             r#"ARRAY[NULL::jsonb]"#,
             r#"ARRAY['{"feature_id": "f0000000-0000-0000-0000-0000000000a1", "x": 1}'::jsonb]"#,
         ] {
-            let sql = format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')");
+            let sql = format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')");
             assert_eq!(sqlstate_of(&sql), "22023", "{features}");
         }
         for (i, arg) in [
@@ -595,12 +559,13 @@ mod tests {
         .iter()
         .enumerate()
         {
+            let org = format!("'{ORG_A}'");
             let mut args = vec![
                 "checkout_test.sub()",
                 "NULL",
                 "'c0000000-0000-0000-0000-0000000000a2'",
                 "'b0000000-0000-0000-0000-0000000000a1'",
-                "'a0000000-0000-0000-0000-000000000001'",
+                &org,
             ];
             args[if i == 0 { 0 } else { i + 1 }] = "NULL";
             assert_eq!(
@@ -613,12 +578,12 @@ mod tests {
             );
         }
         assert_eq!(
-            sqlstate_of(&format!("SELECT {CALL}, '')")),
+            sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}', '')")),
             "22023",
             "empty key"
         );
         assert_eq!(
-            sqlstate_of(&format!("SELECT {CALL}, repeat('k', 256))")),
+            sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}', repeat('k', 256))")),
             "22023",
             "long key"
         );
@@ -631,11 +596,11 @@ mod tests {
         let before = counts();
         let cases = [
             // org B's customer, org A's product, called as org A (and as org C)
-            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'",
-            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000b1', 'a0000000-0000-0000-0000-000000000001'",
+            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}'"),
+            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000b1', '{ORG_A}'"),
             "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000003'",
-            "checkout_test.sub(), ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'",
-            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001'",
+            &format!("checkout_test.sub(), ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}'"),
+            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}'"),
         ];
         for args in cases {
             assert_eq!(
@@ -648,7 +613,7 @@ mod tests {
         }
         Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a2'").unwrap();
         assert_eq!(
-            sqlstate_of(&format!("SELECT {CALL})")),
+            sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}')")),
             "P0002",
             "deleted customer"
         );
@@ -660,7 +625,7 @@ mod tests {
     fn trial_granted_then_refused_for_a_variant() {
         fixture();
         let trial = "checkout_test.sub('trialing', '{\"trial_end\": \"2026-01-15T00:00:00Z\"}')";
-        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
         assert_eq!(
             (r["status"].as_str(), r["trial_eligible"].as_bool()),
             (Some("trialing"), Some(true))
@@ -668,8 +633,8 @@ mod tests {
         assert_eq!(text("SELECT count(*)::text FROM checkout.trial_history WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'"), "1");
         // bob@example.com had the trial; B.o.b+x@Example.com is a variant only on Gmail-like rules,
         // so use the sub-address rule: bob+again@example.com.
-        let variant = text("INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'Bob+again@Example.com') RETURNING id::text");
-        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, '{variant}', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000001')"));
+        let variant = text(&format!("INSERT INTO checkout.customers (organization_id, email) VALUES ('{ORG_A}', 'Bob+again@Example.com') RETURNING id::text"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, '{variant}', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
         assert_eq!(r["status"], "active", "{r}");
         assert_eq!(r["trial_eligible"], false);
         assert_eq!(r["trial_reason"], "email_variation_detected");
@@ -686,10 +651,10 @@ mod tests {
     #[pg_test]
     fn idempotency_replay_mismatch_expiry_rollback_and_pending() {
         fixture();
-        let first = json(&format!("SELECT {CALL}, 'key-1')"));
+        let first = json(&format!("SELECT {CALL}, '{ORG_A}', 'key-1')"));
         assert_eq!(first["success"], true);
         let after_first = counts();
-        let replay = json(&format!("SELECT {CALL}, 'key-1')"));
+        let replay = json(&format!("SELECT {CALL}, '{ORG_A}', 'key-1')"));
         let mut expected = first.clone();
         expected["replayed"] = true.into();
         assert_eq!(replay, expected);
@@ -697,35 +662,41 @@ mod tests {
         assert_eq!(text("SELECT idempotency_key FROM checkout.subscriptions WHERE idempotency_key IS NOT NULL"), "key-1");
 
         // Same key, other parameters or operation: 55000, nothing written.
-        let other = "checkout.create_subscription_atomic(checkout_test.sub('active', '{\"amount\": 5}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'key-1')";
+        let other = &format!("checkout.create_subscription_atomic(checkout_test.sub('active', '{{\"amount\": 5}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}', 'key-1')");
         assert_eq!(sqlstate_of(&format!("SELECT {other}")), "55000");
         Spi::run("UPDATE checkout.idempotency_keys SET operation = 'refund' WHERE key = 'key-1'")
             .unwrap();
-        assert_eq!(sqlstate_of(&format!("SELECT {CALL}, 'key-1')")), "55000");
+        assert_eq!(
+            sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}', 'key-1')")),
+            "55000"
+        );
         assert_eq!(counts(), after_first);
 
         // The same key string in another organization is another key.
-        let org_b = json("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000b1', 'a0000000-0000-0000-0000-000000000002', 'key-1')");
+        let org_b = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000b1', '{ORG_B}', 'key-1')"));
         assert_eq!(org_b["success"], true);
         assert_ne!(org_b["subscription_id"], first["subscription_id"]);
 
         // An expired key counts as absent: the call runs again (here: the pair now has a subscription).
-        Spi::run("UPDATE checkout.idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'key-1' AND organization_id = 'a0000000-0000-0000-0000-000000000001'").unwrap();
-        let again = json(&format!("SELECT {CALL}, 'key-1')"));
+        Spi::run(&format!("UPDATE checkout.idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'key-1' AND organization_id = '{ORG_A}'")).unwrap();
+        let again = json(&format!("SELECT {CALL}, '{ORG_A}', 'key-1')"));
         assert_eq!(again["error"], "subscription_exists");
         Spi::run("SET LOCAL checkout.idempotency_key_ttl = '1h'").unwrap();
-        assert_eq!(json(&format!("SELECT {CALL}, 'key-1')"))["replayed"], true);
+        assert_eq!(
+            json(&format!("SELECT {CALL}, '{ORG_A}', 'key-1')"))["replayed"],
+            true
+        );
 
         // A failing call rolls its key back: a retry with the key does the work.
-        assert_eq!(sqlstate_of("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'key-2')"), "P0002");
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}', 'key-2')")), "P0002");
         assert_eq!(
             text("SELECT count(*)::text FROM checkout.idempotency_keys WHERE key = 'key-2'"),
             "0"
         );
 
         // A key registered beforehand as 'pending' (the seed's flow) is claimed the same way.
-        Spi::run("INSERT INTO checkout.idempotency_keys (organization_id, key, request_hash) VALUES ('a0000000-0000-0000-0000-000000000001', 'key-3', 'app-hash')").unwrap();
-        let r = json("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'a0000000-0000-0000-0000-000000000001', 'key-3')");
+        Spi::run(&format!("INSERT INTO checkout.idempotency_keys (organization_id, key, request_hash) VALUES ('{ORG_A}', 'key-3', 'app-hash')")).unwrap();
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}', 'key-3')"));
         assert_eq!(r["success"], true);
         assert_eq!(text("SELECT status || ' ' || operation FROM checkout.idempotency_keys WHERE key = 'key-3'"), "completed create_subscription_atomic");
 
@@ -742,12 +713,22 @@ mod tests {
                   GRANT EXECUTE ON FUNCTION checkout.create_subscription_atomic(jsonb, jsonb[], uuid, uuid, uuid, text),
                                             checkout.upsert_customer_atomic(uuid, text, text, text, text, jsonb) TO ck_app;").unwrap();
         Spi::run("SET LOCAL ROLE ck_nobody").unwrap();
-        assert_eq!(sqlstate_of(&format!("SELECT {CALL})")), "42501");
-        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'x@example.com')"), "42501");
+        assert_eq!(sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}')")), "42501");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.upsert_customer_atomic('{ORG_A}', 'x@example.com')"
+            )),
+            "42501"
+        );
         Spi::run("RESET ROLE; SET LOCAL ROLE ck_app").unwrap();
-        assert_eq!(sqlstate_of(&format!("SELECT {CALL})")), "00000");
-        assert_eq!(sqlstate_of("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'x@example.com')"), "00000");
-        assert_eq!(sqlstate_of("INSERT INTO checkout.customers (organization_id, email) VALUES ('a0000000-0000-0000-0000-000000000001', 'y@example.com')"), "42501");
+        assert_eq!(sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}')")), "00000");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.upsert_customer_atomic('{ORG_A}', 'x@example.com')"
+            )),
+            "00000"
+        );
+        assert_eq!(sqlstate_of(&format!("INSERT INTO checkout.customers (organization_id, email) VALUES ('{ORG_A}', 'y@example.com')")), "42501");
         assert_eq!(
             sqlstate_of("UPDATE checkout.subscriptions SET status = 'canceled'"),
             "42501"
@@ -764,10 +745,12 @@ mod tests {
                   CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE sql AS 'SELECT ''hijacked''';
                   CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT ''2000-01-01''::timestamptz';
                   SET LOCAL search_path = evil, checkout, public;").unwrap();
-        let r = json(&format!("SELECT {CALL})"));
+        let r = json(&format!("SELECT {CALL}, '{ORG_A}')"));
         assert_eq!(r["success"], true);
         assert_eq!(text("SELECT count(*)::text FROM evil.subscriptions"), "0");
-        let c = json("SELECT checkout.upsert_customer_atomic('a0000000-0000-0000-0000-000000000001', 'BOB@example.com')");
+        let c = json(&format!(
+            "SELECT checkout.upsert_customer_atomic('{ORG_A}', 'BOB@example.com')"
+        ));
         assert_eq!(c["customer_id"], "c0000000-0000-0000-0000-0000000000a2");
     }
 }

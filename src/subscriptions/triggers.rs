@@ -6,7 +6,7 @@
 //!    counters, grants, the trial, the product's metrics cache.
 //!
 //! Row locks are taken customer first, then product (two products in id order), as on every path.
-use super::states::{allowed, TRANSITIONS};
+use super::states::{allowed, refused_transition, ENDED, REACTIVATION_TOO_LATE};
 use crate::audit;
 use crate::audit::trigger::types::{BOOL, INT8, RECORD, TEXT, TIMESTAMPTZ, UUID};
 use crate::audit::trigger::{
@@ -19,12 +19,29 @@ use pgrx::spi::SpiClient;
 use std::ffi::CStr;
 use std::num::NonZeroUsize;
 
+// sql/lifecycle.sql attaches these functions as triggers (and holds end_subscription_periods):
+// loaded here, beside them.
+extension_sql_file!(
+    "../../sql/lifecycle.sql",
+    name = "lifecycle",
+    requires = [
+        "schema",
+        audit::invoking_role,
+        audit::subscription_audit_skipped,
+        audit::restoring,
+        guard_subscription_update,
+        audit_subscription_change
+    ]
+);
+
 /// The statuses a subscription ends in (canceled_at/ended_at stamped, grants revoked).
 fn ending(status: Option<&str>) -> bool {
-    matches!(status, Some("canceled" | "expired"))
+    status.is_some_and(|s| ENDED.contains(&s))
 }
 
-/// Active or trialing: the statuses that set the customer's has_active_subscription.
+/// Active or trialing: the statuses that set the customer's has_active_subscription. Twins: the
+/// unique index unique_active_subscription (sql/schema.sql), ACTIVE_SQL and CREATE_SQL's
+/// ON CONFLICT (subscriptions/mod.rs), refuse_if_other_active (lifecycle/frame.rs).
 fn active_or_trialing(status: Option<&str>) -> bool {
     matches!(status, Some("active" | "trialing"))
 }
@@ -85,33 +102,36 @@ fn guard<'a>(f: &Firing<'a>) -> Option<PgHeapTuple<'a, AllocatedByPostgres>> {
     if status != old_status {
         // subscription_transition_allowed() is STRICT: with a NULL status it did not refuse.
         if let (Some(from), Some(to)) = (old_status, status) {
+            // Enforcement for every path. Twins: the pre-checks in status_change and
+            // cancel_subscription_atomic (subscriptions/lifecycle/mod.rs), same wording.
             if !allowed(from, to) {
+                let (message, hint) = refused_transition(from, to);
                 raise(
                     Kind::InvalidTransition,
-                    format!("subscription status cannot change from {from} to {to}"),
+                    message,
                     Some(format!("subscription_id: {}", id.shown())),
-                    Some(&format!(
-                        "From {from} a subscription may become: {}.",
-                        successors(from)
-                    )),
+                    Some(&hint),
                 );
             }
         }
+        // Twin: reactivate_subscription_atomic's pre-check (in_period of
+        // sql/queries/lifecycle/lock.sql), which refuses first so this 09000 precedes its 23505.
         // Within the period it was canceled in (OLD: an UPDATE that also moves current_period_end
         // cannot revive one whose period is over), into a period that is not over either (NEW).
         if old_status == Some("canceled") {
             let period_end = old.col(c"current_period_end", TIMESTAMPTZ);
             let over = |end: Option<i64>| end.is_some_and(|end| end <= now);
             if over(period_end.int8()) || over(new.col(c"current_period_end", TIMESTAMPTZ).int8()) {
+                let (message, hint) = REACTIVATION_TOO_LATE;
                 raise(
                     Kind::InvalidTransition,
-                    "a canceled subscription can only be reactivated within its period",
+                    message,
                     Some(format!(
                         "subscription_id: {}, current_period_end: {}",
                         id.shown(),
                         period_end.shown()
                     )),
-                    Some("Create a new subscription instead."),
+                    Some(hint),
                 );
             }
         }
@@ -159,21 +179,6 @@ fn stamp(
     }
 }
 
-/// The statuses `from` may become, in the order of subscription_transitions(), as the HINT listed
-/// them.
-fn successors(from: &str) -> String {
-    let to: Vec<&str> = TRANSITIONS
-        .iter()
-        .filter(|(f, _)| *f == from)
-        .map(|(_, t)| *t)
-        .collect();
-    if to.is_empty() {
-        "nothing (final)".to_owned()
-    } else {
-        to.join(", ")
-    }
-}
-
 #[pg_trigger(sql = "
 CREATE FUNCTION checkout.audit_subscription_change() RETURNS trigger
 LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';")]
@@ -198,7 +203,6 @@ INSERT INTO checkout.subscription_changes
   (organization_id, subscription_id, change_type, old_values, new_values, changed_by, changed_by_type, reason, created_at)
 VALUES ($1, $2, $3, pg_catalog.to_jsonb($4), pg_catalog.to_jsonb($5), $6::pg_catalog.uuid, $7, $8,
         pg_catalog.clock_timestamp())";
-const RECORD_TYPES: [pgrx::pg_sys::PgOid; 8] = [UUID, UUID, TEXT, RECORD, RECORD, TEXT, TEXT, TEXT];
 
 /// A deletion, recorded unless the organization is gone: deleting the organization deletes its
 /// audit trail too. Arguments as RECORD_SQL's.
@@ -264,7 +268,9 @@ SET has_active_subscription = EXISTS (
 WHERE c.organization_id OPERATOR(pg_catalog.=) $1 AND c.id OPERATOR(pg_catalog.=) $2";
 
 /// $1 organization, $2 customer, $3 product, $4 subscription, $5 trial_start, $6 trial_end,
-/// $7 current_period_end. No row: the customer already had a trial of the product.
+/// $7 current_period_end. No row: the customer already had a trial of the product. Twin:
+/// sql/queries/lifecycle/trial_move.sql claims the same row with the same values before a plan
+/// change (lock order); change both.
 const TRIAL_RECORD_SQL: &str = "
 INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
 VALUES ($1, $2, $3, $4, LEAST(COALESCE($5, pg_catalog.now()), COALESCE($6, $7)), COALESCE($6, $7))
@@ -330,21 +336,21 @@ fn audit(client: &mut SpiClient<'_>, f: &Firing<'_>) {
     match f.op {
         Op::Insert => {
             let args = [org.param(), customer.param(), is_active.into()];
-            run(client, CUSTOMER_CREATED_SQL, &[UUID, UUID, BOOL], &args);
+            run(client, CUSTOMER_CREATED_SQL, &args);
         }
         Op::Delete => {
-            run(client, CUSTOMER_DELETED_SQL, &[UUID, UUID], &key);
+            run(client, CUSTOMER_DELETED_SQL, &key);
         }
         Op::Update if is_active && !was_active => {
-            run(client, CUSTOMER_ACTIVE_SQL, &[UUID, UUID], &key);
+            run(client, CUSTOMER_ACTIVE_SQL, &key);
         }
         Op::Update if was_active && !is_active => {
-            run(client, CUSTOMER_LOCK_SQL, &[UUID, UUID], &key);
+            run(client, CUSTOMER_LOCK_SQL, &key);
         }
         Op::Update => {}
     }
     if was_active && !is_active {
-        run(client, CUSTOMER_RECOUNT_SQL, &[UUID, UUID], &key);
+        run(client, CUSTOMER_RECOUNT_SQL, &key);
     }
 
     let product = row.col(c"product_id", UUID);
@@ -365,7 +371,7 @@ fn audit(client: &mut SpiClient<'_>, f: &Firing<'_>) {
         let id = new.col(c"id", UUID);
         let sub = [org.param(), id.param()];
         if ending(status) {
-            run(client, GRANTS_REVOKE_SQL, &[UUID, UUID], &sub);
+            run(client, GRANTS_REVOKE_SQL, &sub);
         } else if old_status == Some("canceled") {
             // Reactivated: the grants its cancellation revoked come back (not those a plan change
             // revoked).
@@ -374,23 +380,18 @@ fn audit(client: &mut SpiClient<'_>, f: &Firing<'_>) {
                 id.param(),
                 old.col(c"ended_at", TIMESTAMPTZ).param(),
             ];
-            run(
-                client,
-                GRANTS_RESTORE_SQL,
-                &[UUID, UUID, TIMESTAMPTZ],
-                &args,
-            );
+            run(client, GRANTS_RESTORE_SQL, &args);
         }
         let trial = [org.param(), id.param(), product.param()];
         if old_status == Some("trialing") && status == Some("active") {
-            run(client, TRIAL_CONVERT_SQL, &[UUID, UUID, UUID], &trial);
+            run(client, TRIAL_CONVERT_SQL, &trial);
         } else if old_status == Some("trialing") && ending(status) {
             let reason = new
                 .col(c"cancellation_reason", TEXT)
                 .text()
                 .or(status.map(str::to_owned));
             let args = [org.param(), id.param(), product.param(), reason.into()];
-            run(client, TRIAL_END_SQL, &[UUID, UUID, UUID, TEXT], &args);
+            run(client, TRIAL_END_SQL, &args);
         }
     }
 
@@ -445,39 +446,29 @@ fn record(client: &mut SpiClient<'_>, f: &Firing<'_>, row: &Row<'_>, org: &Col) 
     let absent = || DatumWithOid::null_oid(RECORD.value());
     match f.op {
         Op::Insert => {
-            run(
-                client,
-                RECORD_SQL,
-                &RECORD_TYPES,
-                &args(absent(), f.new.composite()),
-            );
+            run(client, RECORD_SQL, &args(absent(), f.new.composite()));
             true
         }
         Op::Delete if castable => {
             let args = args(f.old.composite(), absent());
-            !run(client, DELETED_SQL, &RECORD_TYPES, &args).is_empty()
+            !run(client, DELETED_SQL, &args).is_empty()
         }
         Op::Delete => {
-            if run(client, ORGANIZATION_SQL, &[UUID], &[org.param()]).is_empty() {
+            if run(client, ORGANIZATION_SQL, &[org.param()]).is_empty() {
                 return false;
             }
-            run(
-                client,
-                RECORD_SQL,
-                &RECORD_TYPES,
-                &args(f.old.composite(), absent()),
-            );
+            run(client, RECORD_SQL, &args(f.old.composite(), absent()));
             true
         }
         Op::Update => {
             if !castable {
                 let rows = [f.old.composite(), f.new.composite()];
-                if run(client, CHANGED_SQL, &[RECORD, RECORD], &rows).is_empty() {
+                if run(client, CHANGED_SQL, &rows).is_empty() {
                     return false;
                 }
             }
             let args = args(f.old.composite(), f.new.composite());
-            !run(client, UPDATED_SQL, &RECORD_TYPES, &args).is_empty()
+            !run(client, UPDATED_SQL, &args).is_empty()
         }
     }
 }
@@ -509,16 +500,7 @@ fn record_trial(
         new.col(c"trial_end", TIMESTAMPTZ).param(),
         new.col(c"current_period_end", TIMESTAMPTZ).param(),
     ];
-    let types = [
-        UUID,
-        UUID,
-        UUID,
-        UUID,
-        TIMESTAMPTZ,
-        TIMESTAMPTZ,
-        TIMESTAMPTZ,
-    ];
-    if run(client, TRIAL_RECORD_SQL, &types, &args).is_empty() {
+    if run(client, TRIAL_RECORD_SQL, &args).is_empty() {
         raise(
             Kind::InvalidTransition,
             "the customer already had a trial of this product",
@@ -548,7 +530,7 @@ fn reset_metrics(
         || (org.uuid() == old_org.uuid() && product.uuid() == old_product.uuid());
     if same {
         let args = [org.param(), product.param()];
-        run(client, PRODUCT_RESET_SQL, &[UUID, UUID], &args);
+        run(client, PRODUCT_RESET_SQL, &args);
         return;
     }
     let args = [
@@ -561,7 +543,7 @@ fn reset_metrics(
     // end_subscription_periods does), so two plan changes between the same products in opposite
     // directions cannot deadlock.
     if moved {
-        run(client, PRODUCTS_LOCK_SQL, &[UUID, UUID, UUID, UUID], &args);
+        run(client, PRODUCTS_LOCK_SQL, &args);
     }
-    run(client, PRODUCTS_RESET_SQL, &[UUID, UUID, UUID, UUID], &args);
+    run(client, PRODUCTS_RESET_SQL, &args);
 }
