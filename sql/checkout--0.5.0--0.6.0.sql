@@ -88,16 +88,17 @@ CREATE FUNCTION checkout."restoring"(
 VOLATILE STRICT
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'restoring_wrapper';
-CREATE OR REPLACE FUNCTION checkout."setting_seconds"(
-	"name" TEXT, /* &str */
-	"fallback" INT /* i32 */
+-- Native and without the fallback argument: the defaults live with the settings (src/gucs.rs).
+-- Their callers (below) are replaced with the calls of one argument.
+DROP FUNCTION checkout.setting_seconds(text, integer), checkout.setting_integer(text, integer);
+CREATE FUNCTION checkout."setting_seconds"(
+	"name" TEXT /* &str */
 ) RETURNS INT /* i32 */
 STABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'setting_seconds_wrapper';
-CREATE OR REPLACE FUNCTION checkout."setting_integer"(
-	"name" TEXT, /* &str */
-	"fallback" INT /* i32 */
+CREATE FUNCTION checkout."setting_integer"(
+	"name" TEXT /* &str */
 ) RETURNS INT /* i32 */
 STABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -485,6 +486,132 @@ BEGIN
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END $$;
+
+CREATE OR REPLACE FUNCTION checkout.expire_checkout_sessions(p_batch integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_expired integer;
+  v_deleted integer;
+BEGIN
+  WITH due AS (
+    SELECT id FROM checkout.checkout_sessions
+    WHERE status = 'pending' AND expires_at < now()
+    ORDER BY expires_at LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED)
+  UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
+  FROM due WHERE s.id = due.id;
+  GET DIAGNOSTICS v_expired = ROW_COUNT;
+  WITH old AS (
+    SELECT id FROM checkout.checkout_sessions
+    WHERE status = 'expired'
+      AND expires_at < now() - make_interval(secs => checkout.setting_seconds('checkout.session_retention'))
+    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  DELETE FROM checkout.checkout_sessions s USING old WHERE s.id = old.id;
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  RETURN jsonb_build_object('expired', v_expired, 'deleted', v_deleted);
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.claim_reconciliation(p_batch integer, p_worker text) RETURNS SETOF checkout.reconciliation_queue
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 OR p_worker IS NULL OR p_worker = '' THEN
+    RAISE EXCEPTION 'p_batch must be >= 0 and p_worker a non-empty name'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('p_batch: %s, p_worker: %s', p_batch, p_worker);
+  END IF;
+  RETURN QUERY
+  WITH due AS (
+    SELECT id FROM checkout.reconciliation_queue
+    WHERE (status = 'pending' AND (next_retry_at IS NULL OR next_retry_at <= now()))
+       OR (status = 'failed' AND next_retry_at <= now())
+       OR (status = 'processing' AND locked_until < now())
+    ORDER BY priority, created_at
+    LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.reconciliation_queue q
+  SET status = 'processing', locked_by = p_worker,
+      locked_until = now() + make_interval(secs => checkout.setting_seconds('checkout.reconciliation_lease')),
+      updated_at = now()
+  FROM due WHERE q.id = due.id
+  RETURNING q.*;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.fail_reconciliation(p_id uuid, p_error text) RETURNS checkout.reconciliation_queue
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.reconciliation_queue
+  SET error_count = error_count + 1, error_message = p_error, locked_by = NULL, locked_until = NULL,
+      updated_at = now(),
+      status = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts')
+                    THEN 'manual_review' ELSE 'failed' END,
+      next_retry_at = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts')
+                    THEN NULL
+                    ELSE now() + make_interval(secs => least(86400, (15 + power(error_count + 1, 4)) * (0.9 + random() * 0.2))) END
+  WHERE id = p_id AND status IN ('processing', 'pending', 'failed')
+  RETURNING *
+$$;
+
+CREATE OR REPLACE FUNCTION checkout.maintenance_status()
+RETURNS TABLE (job text, last_run_at timestamptz, last_result jsonb, last_error text, last_error_at timestamptz,
+               next_run_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT j.job, r.last_run_at, r.last_result, r.last_error, r.last_error_at,
+         CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_type = 'checkout maintenance' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+              THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval'))
+         END
+  FROM unnest(ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
+                    'expire_reconciliation_leases', 'end_subscription_periods', 'refresh_product_metrics']) AS j(job)
+  LEFT JOIN checkout.maintenance_runs r ON r.job = j.job
+$$;
+
+CREATE OR REPLACE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease'));
+BEGIN
+  IF p_batch IS NULL OR p_batch < 0 THEN
+    RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
+  UPDATE checkout.webhook_events e
+  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts')
+                    THEN 'failed' ELSE 'deferred' END,
+      error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status = 'processing' AND x.updated_at < now() - v_lease FOR UPDATE SKIP LOCKED) expired
+  WHERE e.id = expired.id;
+  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+  FROM (SELECT x.id FROM checkout.webhook_events x
+        WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                      WHERE n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
+                        AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
+        FOR UPDATE SKIP LOCKED) superseded
+  WHERE e.id = superseded.id;
+  -- The type filter is the only text added to the statement; values are bound.
+  RETURN QUERY EXECUTE format($q$
+  WITH due AS (
+    SELECT e.id FROM checkout.webhook_events e
+    WHERE e.status IN ('pending', 'deferred') %s
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.id <> e.id
+                        AND (o.status = 'processing'
+                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT $1 FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE e.id = due.id
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
+  USING p_batch, p_types;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts') THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
+  RETURNING status
+$$;
 
 CREATE OR REPLACE FUNCTION checkout.check_invariants()
 RETURNS TABLE (invariant text, detail text)

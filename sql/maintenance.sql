@@ -14,7 +14,7 @@ COMMENT ON TABLE checkout.maintenance_runs IS 'Outcome of the last run of each m
 
 -- The jobs read their settings through checkout.setting_seconds() and checkout.setting_integer()
 -- (src/gucs.rs): native, so calling one loads the library, whose settings then discard a value a
--- non-superuser SET before it was loaded.
+-- non-superuser SET before it was loaded. Their defaults are in src/gucs.rs only.
 
 -- Pending sessions past expires_at become expired; expired sessions older than
 -- checkout.session_retention (default 1 day, the seed's intent) are deleted.
@@ -34,7 +34,7 @@ BEGIN
   WITH old AS (
     SELECT id FROM checkout.checkout_sessions
     WHERE status = 'expired'
-      AND expires_at < now() - make_interval(secs => checkout.setting_seconds('checkout.session_retention', 86400))
+      AND expires_at < now() - make_interval(secs => checkout.setting_seconds('checkout.session_retention'))
     ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
   DELETE FROM checkout.checkout_sessions s USING old WHERE s.id = old.id;
   GET DIAGNOSTICS v_deleted = ROW_COUNT;
@@ -113,7 +113,7 @@ BEGIN
     LIMIT p_batch FOR UPDATE SKIP LOCKED)
   UPDATE checkout.reconciliation_queue q
   SET status = 'processing', locked_by = p_worker,
-      locked_until = now() + make_interval(secs => checkout.setting_seconds('checkout.reconciliation_lease', 300)),
+      locked_until = now() + make_interval(secs => checkout.setting_seconds('checkout.reconciliation_lease')),
       updated_at = now()
   FROM due WHERE q.id = due.id
   RETURNING q.*;
@@ -137,9 +137,9 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   UPDATE checkout.reconciliation_queue
   SET error_count = error_count + 1, error_message = p_error, locked_by = NULL, locked_until = NULL,
       updated_at = now(),
-      status = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+      status = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts')
                     THEN 'manual_review' ELSE 'failed' END,
-      next_retry_at = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+      next_retry_at = CASE WHEN error_count + 1 >= checkout.setting_integer('checkout.reconciliation_max_attempts')
                     THEN NULL
                     ELSE now() + make_interval(secs => least(86400, (15 + power(error_count + 1, 4)) * (0.9 + random() * 0.2))) END
   WHERE id = p_id AND status IN ('processing', 'pending', 'failed')
@@ -230,7 +230,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT j.job, r.last_run_at, r.last_result, r.last_error, r.last_error_at,
          CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a
                            WHERE a.backend_type = 'checkout maintenance' AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()))
-              THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval', 60))
+              THEN coalesce(r.last_run_at, now()) + make_interval(secs => checkout.setting_seconds('checkout.maintenance_interval'))
          END
   FROM unnest(ARRAY['expire_checkout_sessions', 'cleanup_expired_idempotency_keys',
                     'expire_reconciliation_leases', 'end_subscription_periods', 'refresh_product_metrics']) AS j(job)

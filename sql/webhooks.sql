@@ -56,14 +56,14 @@ END $$;
 CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) RETURNS SETOF checkout.webhook_events
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease', 300));
+  v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease'));
 BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
   UPDATE checkout.webhook_events e
-  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10)
+  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts')
                     THEN 'failed' ELSE 'deferred' END,
       error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
   FROM (SELECT x.id FROM checkout.webhook_events x
@@ -122,7 +122,7 @@ $$;
 CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   UPDATE checkout.webhook_events
-  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts', 10) THEN 'failed' ELSE 'deferred' END,
+  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts') THEN 'failed' ELSE 'deferred' END,
       error_message = p_error, updated_at = now()
   WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
   RETURNING status

@@ -21,30 +21,40 @@ static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(N
 static CHANGE_REASON: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CHANGE_TYPE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
-/// `checkout.setting_seconds(name, fallback)`: a time setting of checkout, in seconds, read by the SQL
-/// jobs. Native on purpose: calling it loads the library, and defining its settings makes
+/// `checkout.setting_seconds(name)`: a time setting of checkout, in seconds, read by the SQL jobs.
+/// Native on purpose: calling it loads the library, so the value is always the setting's own,
+/// defaults included (they live here only: the SQL passes none), and defining its settings makes
 /// PostgreSQL drop a value that a role without the right to set it gave before the load (a
-/// placeholder, which `current_setting()` alone would have returned). Other names: `fallback`.
+/// placeholder, which `current_setting()` alone would have returned). Other names: 22023.
 #[pgrx::pg_extern(stable, parallel_safe)]
-fn setting_seconds(name: &str, fallback: i32) -> i32 {
+fn setting_seconds(name: &str) -> i32 {
     match name {
         "checkout.idempotency_key_ttl" => IDEMPOTENCY_KEY_TTL.get(),
         "checkout.maintenance_interval" => MAINTENANCE_INTERVAL.get(),
         "checkout.session_retention" => SESSION_RETENTION.get(),
         "checkout.reconciliation_lease" => RECONCILIATION_LEASE.get(),
         "checkout.webhook_lease" => WEBHOOK_LEASE.get(),
-        _ => fallback,
+        _ => not_a_setting(name, "time"),
     }
 }
 
-/// `checkout.setting_integer(name, fallback)`: an integer setting of checkout, as
-/// [`setting_seconds`].
+/// `checkout.setting_integer(name)`: an integer setting of checkout, as [`setting_seconds`].
 #[pgrx::pg_extern(stable, parallel_safe)]
-fn setting_integer(name: &str, fallback: i32) -> i32 {
+fn setting_integer(name: &str) -> i32 {
     match name {
         "checkout.reconciliation_max_attempts" => RECONCILIATION_MAX_ATTEMPTS.get(),
-        _ => fallback,
+        _ => not_a_setting(name, "integer"),
     }
+}
+
+#[track_caller]
+fn not_a_setting(name: &str, kind: &str) -> ! {
+    crate::errors::raise(
+        crate::errors::Kind::InvalidParameter,
+        format!("not a {kind} setting of checkout: {}", name.escape_debug()),
+        None,
+        Some("See docs/operations.md, Settings."),
+    )
 }
 
 /// The databases of `checkout.maintenance_databases`, trimmed, empty entries dropped.

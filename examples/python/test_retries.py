@@ -65,9 +65,8 @@ class RetryTest(unittest.TestCase):
         with ThreadPoolExecutor(1) as threads:
             outcome = threads.submit(shop.transaction, second_then_first)
             self.wait_until_blocked()  # the service holds `second` and waits for `first`
-            # The session that waited longest runs its deadlock check first and is the one rolled
-            # back: a head start of 300 ms makes that the service.
-            time.sleep(0.3)
+            # Each session checks for a deadlock deadlock_timeout (1 s) after it began to wait; the
+            # service began first, so its check runs first, finds the cycle and rolls it back.
             call(self.holder, UPSERT, second)  # closes the cycle; returns once the service rolled back
             self.holder.commit()
             answer = outcome.result(timeout=30)

@@ -35,6 +35,10 @@ ORDER BY c.relname
 \gexec
 SQL
 }
+docs_webhook_grants() { # ROLE: the grants docs/operations.md gives a webhook worker role, for ROLE
+  local doc; doc="$(dirname "${BASH_SOURCE[0]}")/../../docs/operations.md"
+  sed -n '/^GRANT USAGE ON SCHEMA checkout TO webhooks;$/,/^TO webhooks;$/p' "$doc" | sed -E "s/(^| )TO webhooks;\$/\1TO $1;/"
+}
 readme_app_grants() { # ROLE: the grants docs/operations.md's "Using it" gives an application role,
   # for ROLE (read from that file, so the tests run with exactly what users are told to grant)
   local readme; readme="$(dirname "${BASH_SOURCE[0]}")/../../docs/operations.md"

@@ -23,11 +23,7 @@ psql_db postgres -c "DROP ROLE IF EXISTS $app" -c "CREATE ROLE $app LOGIN" \
 psql_db $db <<SQL
 CREATE EXTENSION checkout;
 $(readme_app_grants $app)
--- The grants examples/python/README.md gives the webhook worker.
-GRANT USAGE ON SCHEMA checkout TO $worker;
-GRANT EXECUTE ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
-  checkout.claim_webhook_events(integer), checkout.complete_webhook_event(uuid, integer),
-  checkout.fail_webhook_event(uuid, text, integer) TO $worker;
+$(docs_webhook_grants $worker)
 SQL
 psql_db $db -f "$example/setup.sql"
 

@@ -49,12 +49,12 @@ SET checkout.session_retention = '1s';
 SET checkout.reconciliation_lease = '1s';
 SHOW checkout.webhook_lease;
 SHOW checkout.reconciliation_max_attempts;
-SELECT checkout.setting_seconds('checkout.webhook_lease', 0);
+SELECT checkout.setting_seconds('checkout.webhook_lease');
 SHOW checkout.webhook_lease;
-SELECT checkout.setting_integer('checkout.reconciliation_max_attempts', 0);
+SELECT checkout.setting_integer('checkout.reconciliation_max_attempts');
 SHOW checkout.reconciliation_max_attempts;
-SELECT checkout.setting_seconds('checkout.idempotency_key_ttl', 0), checkout.setting_seconds('checkout.session_retention', 0),
-       checkout.setting_seconds('checkout.reconciliation_lease', 0);
+SELECT checkout.setting_seconds('checkout.idempotency_key_ttl'), checkout.setting_seconds('checkout.session_retention'),
+       checkout.setting_seconds('checkout.reconciliation_lease');
 SHOW checkout.idempotency_key_ttl;
 SQL
 ) || fail "the worker's session before loading: $(cat "$err")"
@@ -64,6 +64,10 @@ assert_eq "0 1s 1 300 5min 10 10 86400|86400|300 1d" "$got" \
 for setting in webhook_lease reconciliation_max_attempts idempotency_key_ttl session_retention reconciliation_lease; do
   grep -q "WARNING: .*checkout\.$setting" "$err" || fail "no WARNING discarding checkout.$setting: $(cat "$err")"
 done
+
+# A name that is not one of checkout's settings has no default to fall back on: 22023.
+assert_eq "22023 22023" "$(states_of postgres "SELECT checkout.setting_seconds('checkout.nope');
+SELECT checkout.setting_integer('work_mem');")" "unknown setting names"
 
 # 2. A session in which the library is loaded first: the SET is refused.
 assert_eq "42501 42501" "$(states_of worker "SELECT checkout.email_rules_version();
