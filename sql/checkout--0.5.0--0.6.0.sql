@@ -32,7 +32,7 @@
 -- Payments already refunded beyond their amount are listed in a WARNING and by check_invariants().
 -- The update stops, changing nothing, if a table holds an amount above the bound.
 -- Locks: every tenant table is held under ACCESS EXCLUSIVE while its keys and indexes are rebuilt
--- and its foreign keys re-validated (the README gives the time per million rows); the new CHECKs
+-- and its foreign keys re-validated (docs/CHANGELOG.md gives the time per million rows); the new CHECKs
 -- scan subscriptions, checkout_sessions, payment_intents and refunds.
 \echo Use "ALTER EXTENSION checkout UPDATE TO '0.6.0'" to load this file. \quit
 
@@ -112,7 +112,7 @@ AS 'MODULE_PATHNAME', 'setting_integer_wrapper';
 -- the new keys; the organization foreign keys that a composite one already implies are dropped
 -- (deleting an organization still cascades through customers and payments). Each index is
 -- rebuilt tenant-first where its query names the organization (see sql/schema.sql).
--- Locks: every tenant table is rewritten-indexed under ACCESS EXCLUSIVE; the README gives the
+-- Locks: every tenant table is rewritten-indexed under ACCESS EXCLUSIVE; docs/CHANGELOG.md gives the
 -- time per million rows.
 ALTER TABLE checkout.subscriptions DROP CONSTRAINT subscriptions_customer_id_fkey,
   DROP CONSTRAINT subscriptions_product_id_fkey;
@@ -697,7 +697,7 @@ $$;
 
 COMMENT ON FUNCTION checkout.check_invariants() IS 'Consistency checks (audit rows: one created row per subscription, status as last recorded; trials, one active subscription, grants of ended subscriptions, counters, idempotency keys, refunds within their payment, email variants): one row per violation.';
 
--- check_trial_eligibility: the seed's form gets the default the README promised; the
+-- check_trial_eligibility: the seed's form gets the default docs/api.md promised; the
 -- organization-scoped form is new.
 CREATE OR REPLACE FUNCTION checkout."check_trial_eligibility"(
 	"p_customer_id" uuid, /* core::option::Option<pgrx::datum::uuid::Uuid> */

@@ -24,7 +24,8 @@ ALTER TABLE checkout.subscription_changes ALTER COLUMN changed_by_role SET DEFAU
 CREATE TRIGGER subscriptions_guard BEFORE UPDATE ON checkout.subscriptions
   FOR EACH ROW EXECUTE FUNCTION checkout.guard_subscription_update();
 -- Only rows that need stamping: creates (active, trialing, incomplete) pay for the WHEN alone. A
--- restore reloads rows as they were (CHECK check_ended_stamped holds them).
+-- restore reloads rows as they were (CHECK check_ended_stamped holds them). The ending statuses:
+-- twin of states::ENDED (src/subscriptions/states.rs), as in end_subscription_periods below.
 CREATE TRIGGER subscriptions_stamp_ended BEFORE INSERT ON checkout.subscriptions
   FOR EACH ROW WHEN (NEW.status IN ('canceled', 'expired') AND NOT checkout.restoring('subscriptions'))
   EXECUTE FUNCTION checkout.guard_subscription_update();

@@ -174,6 +174,7 @@ CREATE TABLE checkout.subscriptions (
   CONSTRAINT subscriptions_pkey PRIMARY KEY (organization_id, id),
   CONSTRAINT check_amount_in_range CHECK (amount <= 999999999999),
   -- An ended subscription says when (reactivation restores the grants revoked since ended_at).
+  -- The ending statuses: twin of states::ENDED (src/subscriptions/states.rs).
   CONSTRAINT check_ended_stamped CHECK (status NOT IN ('canceled', 'expired') OR ended_at IS NOT NULL),
   CONSTRAINT check_canceled_stamped CHECK (status <> 'canceled' OR canceled_at IS NOT NULL),
   CONSTRAINT check_subscription_dates CHECK (current_period_start <= current_period_end),
@@ -190,7 +191,9 @@ CREATE TABLE checkout.subscriptions (
 -- status in the key, which allowed one 'active' and one 'trialing' row for the same pair.
 -- Each index below names the query it serves.
 -- create_subscription_atomic's ON CONFLICT, and the pair's active subscription (reactivation,
--- plan change, the answer naming the existing one).
+-- plan change, the answer naming the existing one). Twins: refuse_if_other_active
+-- (subscriptions/lifecycle/frame.rs), ACTIVE_SQL and create_subscription.sql's ON CONFLICT
+-- (subscriptions/mod.rs), active_or_trialing (subscriptions/triggers.rs).
 CREATE UNIQUE INDEX unique_active_subscription ON checkout.subscriptions (organization_id, customer_id, product_id)
   WHERE status IN ('active', 'trialing');
 -- The provider's subscription id, unique per organization where it is set (webhook lookups).

@@ -141,8 +141,8 @@ extension_sql!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::ORG_A;
     use crate::test_support::{fixture, sqlstate_of, text};
+    use crate::test_support::{CUSTOMER_A1, ORG_A};
     use pgrx::prelude::*;
     use serde_json::Value;
 
@@ -182,7 +182,12 @@ mod tests {
             (r["created"].as_bool(), r["customer_id"].as_str()),
             (Some(false), Some("c0000000-0000-0000-0000-0000000000a1"))
         );
-        assert_eq!(text("SELECT email FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a1'"), "alice.new@example.com");
+        assert_eq!(
+            text(&format!(
+                "SELECT email FROM checkout.customers WHERE id = '{CUSTOMER_A1}'"
+            )),
+            "alice.new@example.com"
+        );
         // ext-a1 (alice) with bob's email: an error naming both, nothing written.
         let before = text("SELECT checkout_test.row_counts() || (SELECT string_agg(email, ',' ORDER BY email) FROM checkout.customers)");
         assert_eq!(

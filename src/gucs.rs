@@ -10,7 +10,7 @@ pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// `checkout.maintenance_databases`: comma-separated databases the worker maintains.
 pub static MAINTENANCE_DATABASES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
-/// The jobs' settings; the SQL jobs read them with current_setting() (sql/maintenance.sql).
+/// The jobs' settings; the SQL jobs read them through setting_seconds()/setting_integer().
 static SESSION_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(24 * 60 * 60);
 static RECONCILIATION_LEASE: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);
 static WEBHOOK_LEASE: GucSetting<i32> = GucSetting::<i32>::new(5 * 60);

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, sqlstate_of, text};
-    use crate::test_support::{ORG_A, ORG_B};
+    use crate::test_support::{CUSTOMER_A2, CUSTOMER_B1, ORG_A, ORG_B, PRODUCT_A1, PRODUCT_A2};
     use pgrx::prelude::*;
 
     #[pg_test]
@@ -41,7 +41,7 @@ mod tests {
         );
         assert_eq!(sqlstate_of(&forged), "39P01");
         let variant = format!(
-            "INSERT INTO pg_temp.customers (id, organization_id, email) VALUES ('c0000000-0000-0000-0000-0000000000b1', '{ORG_B}', 'mallory@example.com')"
+            "INSERT INTO pg_temp.customers (id, organization_id, email) VALUES ('{CUSTOMER_B1}', '{ORG_B}', 'mallory@example.com')"
         );
         assert_eq!(sqlstate_of(&variant), "39P01");
         assert_eq!(text("SELECT checkout_test.row_counts()"), before);
@@ -179,13 +179,13 @@ mod tests {
         for status in ["canceled", "expired"] {
             Spi::run(&format!(
                 "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end, cancel_at_period_end)
-                 VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', '{status}', 0, 'usd', 'month', now(), now(), true)"
+                 VALUES ('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A2}', '{status}', 0, 'usd', 'month', now(), now(), true)"
             ))
             .unwrap();
         }
         assert_eq!(
-            text("SELECT string_agg(status || ' ' || (canceled_at IS NOT NULL) || ' ' || (ended_at IS NOT NULL) || ' ' || cancel_at_period_end, ', ' ORDER BY status)
-                  FROM checkout.subscriptions WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'"),
+            text(&format!("SELECT string_agg(status || ' ' || (canceled_at IS NOT NULL) || ' ' || (ended_at IS NOT NULL) || ' ' || cancel_at_period_end, ', ' ORDER BY status)
+                  FROM checkout.subscriptions WHERE customer_id = '{CUSTOMER_A2}'")),
             "canceled true true false, expired false true false"
         );
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
@@ -205,14 +205,14 @@ mod tests {
     fn amounts_are_bounded() {
         fixture();
         let create = |amount: &str| {
-            format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('active', '{{\"amount\": {amount}, \"interval\": \"day\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')")
+            format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('active', '{{\"amount\": {amount}, \"interval\": \"day\"}}'), NULL, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')")
         };
         assert_eq!(sqlstate_of(&create("9223372036854775807")), "22023");
         assert_eq!(sqlstate_of(&create("1000000000000")), "22023");
         assert_eq!(sqlstate_of(&create("999999999999")), "00000");
         let direct = format!(
             "INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
-             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'active', 9223372036854775807, 'usd', 'day', now(), now())"
+             VALUES ('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A2}', 'active', 9223372036854775807, 'usd', 'day', now(), now())"
         );
         assert_eq!(sqlstate_of(&direct), "23514");
         // Metrics in numeric: the largest amount, daily, refreshes with every other product.
@@ -233,7 +233,7 @@ mod tests {
     fn unreadable_json_is_22023_or_54001_never_xx000() {
         fixture();
         let create = |sub: &str, features: &str| {
-            format!("SELECT checkout.create_subscription_atomic({sub}, {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')")
+            format!("SELECT checkout.create_subscription_atomic({sub}, {features}, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')")
         };
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let cases = [
@@ -256,7 +256,7 @@ mod tests {
     fn features_are_bounded_and_their_errors_short() {
         fixture();
         let unknown = |n: i32| {
-            format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), (SELECT array_agg(jsonb_build_object('feature_id', gen_random_uuid())) FROM generate_series(1, {n})), 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')")
+            format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), (SELECT array_agg(jsonb_build_object('feature_id', gen_random_uuid())) FROM generate_series(1, {n})), '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')")
         };
         assert_eq!(sqlstate_of(&unknown(10_001)), "22023");
         let error = text(&format!(

@@ -84,8 +84,8 @@ fn run_once(database: &str) {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::ORG_A;
     use crate::test_support::{fixture, json, sqlstate_of, text};
+    use crate::test_support::{CUSTOMER_A2, ORG_A, PRODUCT_A1, PRODUCT_A2, PRODUCT_B1};
     use pgrx::prelude::*;
     use serde_json::json;
 
@@ -219,11 +219,11 @@ mod tests {
         fixture();
         Spi::run(
             &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, interval_count, current_period_start, current_period_end) VALUES
-               ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 12000, 'usd', 'year', 1, now(), now()),
-               ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', 'trialing', 500, 'eur', 'week', 2, now(), now());
-             UPDATE checkout.products SET metrics_last_calculated_at = NULL WHERE id = 'b0000000-0000-0000-0000-0000000000a1';
-             UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '2 days' WHERE id = 'b0000000-0000-0000-0000-0000000000a2';
-             UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '1 hour' WHERE id = 'b0000000-0000-0000-0000-0000000000b1';"),
+               ('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A1}', 'active', 12000, 'usd', 'year', 1, now(), now()),
+               ('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A2}', 'trialing', 500, 'eur', 'week', 2, now(), now());
+             UPDATE checkout.products SET metrics_last_calculated_at = NULL WHERE id = '{PRODUCT_A1}';
+             UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '2 days' WHERE id = '{PRODUCT_A2}';
+             UPDATE checkout.products SET metrics_last_calculated_at = now() - interval '1 hour' WHERE id = '{PRODUCT_B1}';"),
         )
         .unwrap();
         assert_eq!(

@@ -97,3 +97,17 @@ pub fn not_null<T>(value: SpiResult<Option<T>>, column: &str) -> T {
         ),
     }
 }
+
+/// A statement of `sql/queries/` as a `&'static str` (kept plans are keyed by its address), built
+/// once per backend with each `{name}` placeholder replaced: `query!("file.sql", "name" => text)`.
+macro_rules! query {
+    ($file:literal $(, $name:literal => $value:expr)* $(,)?) => {{
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let sql = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file));
+            $(let sql = sql.replace(concat!("{", $name, "}"), $value);)*
+            sql.to_owned()
+        });
+        SQL.as_str()
+    }};
+}
+pub(crate) use query;

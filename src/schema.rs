@@ -14,7 +14,10 @@ extension_sql_file!("../sql/verify.sql", name = "verify", finalize);
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, sqlstate_of, text};
-    use crate::test_support::{ORG_A, ORG_B};
+    use crate::test_support::{
+        CUSTOMER_A1, CUSTOMER_A2, CUSTOMER_B1, FEATURE_A1, FEATURE_B1, ORG_A, ORG_B, PRODUCT_A1,
+        PRODUCT_A2, SUBSCRIPTION_A1,
+    };
     use pgrx::prelude::*;
 
     #[pg_test]
@@ -22,7 +25,7 @@ mod tests {
         fixture();
         // The seed's index keyed on status let an 'active' and a 'trialing' row coexist.
         let second = &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
-             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'trialing', 0, 'usd', 'month', now(), now() + interval '1 month')");
+             VALUES ('{ORG_A}', '{CUSTOMER_A1}', '{PRODUCT_A1}', 'trialing', 0, 'usd', 'month', now(), now() + interval '1 month')");
         assert_eq!(sqlstate_of(second), "23505");
         // A canceled one alongside is fine.
         assert_eq!(
@@ -43,7 +46,7 @@ mod tests {
     fn subscription_checks() {
         fixture();
         let base = &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end, trial_start, trial_end)
-             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'active', 1000, 'usd', 'month', '2026-01-01', '2026-02-01', NULL, NULL)");
+             VALUES ('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A1}', 'active', 1000, 'usd', 'month', '2026-01-01', '2026-02-01', NULL, NULL)");
         assert_eq!(sqlstate_of(base), "00000", "valid row is accepted");
         let cases = [
             ("'2026-01-01', '2026-02-01'", "'2026-02-01', '2026-01-01'"), // period end < start
@@ -74,7 +77,10 @@ mod tests {
             "23505"
         );
         // A soft-deleted customer no longer holds the email.
-        Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
+        Spi::run(&format!(
+            "UPDATE checkout.customers SET deleted_at = now() WHERE id = '{CUSTOMER_A1}'"
+        ))
+        .unwrap();
         assert_eq!(sqlstate_of(dup), "00000");
         let ext = &format!("INSERT INTO checkout.customers (organization_id, email, external_id) VALUES ('{ORG_A}', 'new@example.com', 'ext-a2')");
         assert_eq!(
@@ -107,7 +113,7 @@ mod tests {
     #[pg_test]
     fn feature_grant_unique_and_on_conflict_target() {
         fixture();
-        let grant = &format!("INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id) VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000a1', 'd0000000-0000-0000-0000-0000000000a1')");
+        let grant = &format!("INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id) VALUES ('{ORG_A}', '{CUSTOMER_A1}', '{FEATURE_A1}', '{SUBSCRIPTION_A1}')");
         assert_eq!(sqlstate_of(grant), "23505", "fixture already granted it");
         // The seed's target (customer_id, feature_id, subscription_id) names a key that is now
         // tenant-first: the target names the organization too.
@@ -143,7 +149,7 @@ mod tests {
         fixture();
         // Org A subscription with org B's customer (the seed accepted this).
         let sub = &format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end)
-             VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a2', 'active', 0, 'usd', 'month', now(), now())");
+             VALUES ('{ORG_A}', '{CUSTOMER_B1}', '{PRODUCT_A2}', 'active', 0, 'usd', 'month', now(), now())");
         assert_eq!(sqlstate_of(sub), "23503");
         // ... or org B's product.
         let sub_b = sub
@@ -157,16 +163,16 @@ mod tests {
             );
         assert_eq!(sqlstate_of(&sub_b), "23503");
         // Grant of org B's feature to org A's customer.
-        let grant = &format!("INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id) VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'f0000000-0000-0000-0000-0000000000b1')");
+        let grant = &format!("INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id) VALUES ('{ORG_A}', '{CUSTOMER_A1}', '{FEATURE_B1}')");
         assert_eq!(sqlstate_of(grant), "23503");
         // Moving a subscription to the other organization is refused too (by the subscriptions
         // guard trigger, before the foreign key would).
-        let moved = &format!("UPDATE checkout.subscriptions SET organization_id = '{ORG_B}' WHERE id = 'd0000000-0000-0000-0000-0000000000a1'");
+        let moved = &format!("UPDATE checkout.subscriptions SET organization_id = '{ORG_B}' WHERE id = '{SUBSCRIPTION_A1}'");
         assert_eq!(sqlstate_of(moved), "09000");
         let grant_moved =
             &format!("UPDATE checkout.feature_grants SET organization_id = '{ORG_B}'");
         assert_eq!(sqlstate_of(grant_moved), "23503");
-        let trial = &format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('{ORG_B}', 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())");
+        let trial = &format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('{ORG_B}', '{CUSTOMER_B1}', '{PRODUCT_A1}', now(), now())");
         assert_eq!(sqlstate_of(trial), "23503");
         assert_eq!(
             sqlstate_of(&trial.replace("0000000000a1'", "0000000000b1'")),
@@ -179,13 +185,18 @@ mod tests {
         fixture();
         // A customer with subscriptions cannot be deleted.
         assert_eq!(
-            sqlstate_of(
-                "DELETE FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a1'"
-            ),
+            sqlstate_of(&format!(
+                "DELETE FROM checkout.customers WHERE id = '{CUSTOMER_A1}'"
+            )),
             "23503"
         );
         // Grants go with their subscription.
-        assert_eq!(sqlstate_of("DELETE FROM checkout.subscriptions WHERE id = 'd0000000-0000-0000-0000-0000000000a1'"), "00000");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "DELETE FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'"
+            )),
+            "00000"
+        );
         assert_eq!(count("SELECT count(*) FROM checkout.feature_grants"), 0);
         // Idempotency keys referenced by rows can expire and be deleted (the seed's FK blocked this).
         Spi::run(&format!("INSERT INTO checkout.idempotency_keys (organization_id, key, expires_at) VALUES ('{ORG_A}', 'used', now() - interval '1 day')")).unwrap();
@@ -268,7 +279,7 @@ mod tests {
     fn invariants_hold_after_function_writes_and_catch_breakage() {
         Spi::run(
             &format!("INSERT INTO checkout.organizations (id, name) VALUES ('{ORG_A}', 'A');
-             INSERT INTO checkout.products (id, organization_id, name) VALUES ('b0000000-0000-0000-0000-0000000000a1', '{ORG_A}', 'Pro');"),
+             INSERT INTO checkout.products (id, organization_id, name) VALUES ('{PRODUCT_A1}', '{ORG_A}', 'Pro');"),
         )
         .unwrap();
         let customer = Spi::get_one::<String>(&format!(
@@ -277,7 +288,7 @@ mod tests {
         .unwrap()
         .unwrap();
         Spi::run(&format!(
-            "SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, '{customer}', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}', 'key')"
+            "SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, '{customer}', '{PRODUCT_A1}', '{ORG_A}', 'key')"
         ))
         .unwrap();
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
@@ -294,7 +305,7 @@ mod tests {
     #[pg_test]
     fn invariants_catch_a_second_created_audit_row() {
         fixture();
-        let sub = "'d0000000-0000-0000-0000-0000000000a1'";
+        let sub = &format!("'{SUBSCRIPTION_A1}'");
         let created = || {
             count(&format!("SELECT count(*) FROM checkout.subscription_changes WHERE subscription_id = {sub} AND change_type = 'created'"))
         };

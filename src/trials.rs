@@ -234,15 +234,15 @@ extension_sql_file!(
 #[pg_schema]
 mod tests {
     use crate::test_support::{fixture, json, sqlstate_of, text};
-    use crate::test_support::{ORG_A, ORG_B};
+    use crate::test_support::{
+        CUSTOMER_A1, CUSTOMER_A2, CUSTOMER_B1, ORG_A, ORG_B, PRODUCT_A1, PRODUCT_B1,
+    };
     use pgrx::prelude::*;
-
-    const PRO_A: &str = "b0000000-0000-0000-0000-0000000000a1";
 
     fn eligibility(customer: &str, email: Option<&str>) -> serde_json::Value {
         Spi::get_one_with_args::<pgrx::JsonB>(
             "SELECT checkout.check_trial_eligibility($1::uuid, $2::uuid, $3)",
-            &[customer.into(), PRO_A.into(), email.into()],
+            &[customer.into(), PRODUCT_A1.into(), email.into()],
         )
         .expect("query failed")
         .expect("NULL result")
@@ -262,7 +262,7 @@ mod tests {
         Spi::run_with_args(
             "INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
              VALUES ($1::uuid, $2::uuid, $3::uuid, now(), now() + interval '14 days')",
-            &[ORG_A.into(), customer.into(), PRO_A.into()],
+            &[ORG_A.into(), customer.into(), PRODUCT_A1.into()],
         )
         .unwrap();
     }
@@ -332,8 +332,8 @@ mod tests {
         fixture();
         // Org B's alice had a trial of org B's product; org A's alice is still eligible for org A's.
         Spi::run(&format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
-                  VALUES ('{ORG_B}', 'c0000000-0000-0000-0000-0000000000b1',
-                          'b0000000-0000-0000-0000-0000000000b1', now(), now())")).unwrap();
+                  VALUES ('{ORG_B}', '{CUSTOMER_B1}',
+                          '{PRODUCT_B1}', now(), now())")).unwrap();
         assert_eq!(
             eligibility("c0000000-0000-0000-0000-0000000000a1", None)["eligible"],
             true
@@ -344,7 +344,7 @@ mod tests {
     fn the_organization_scoped_form_answers_only_for_its_own_customers() {
         fixture();
         let scoped = |org: &str, customer: &str| {
-            format!("SELECT checkout.check_trial_eligibility('{org}'::uuid, '{customer}'::uuid, '{PRO_A}'::uuid)")
+            format!("SELECT checkout.check_trial_eligibility('{org}'::uuid, '{customer}'::uuid, '{PRODUCT_A1}'::uuid)")
         };
         let alice = "c0000000-0000-0000-0000-0000000000a1";
         give_trial(alice);
@@ -371,13 +371,13 @@ mod tests {
         );
         assert_eq!(other, missing);
         assert_eq!(
-            sqlstate_of(&format!("SELECT checkout.check_trial_eligibility(NULL::uuid, '{alice}'::uuid, '{PRO_A}'::uuid)")),
+            sqlstate_of(&format!("SELECT checkout.check_trial_eligibility(NULL::uuid, '{alice}'::uuid, '{PRODUCT_A1}'::uuid)")),
             "22004"
         );
         // The seed form's p_email has the default docs/api.md promises.
         assert_eq!(
             json(&format!(
-                "SELECT checkout.check_trial_eligibility('{alice}'::uuid, '{PRO_A}'::uuid)"
+                "SELECT checkout.check_trial_eligibility('{alice}'::uuid, '{PRODUCT_A1}'::uuid)"
             ))["reason"],
             "already_had_trial"
         );
@@ -386,21 +386,49 @@ mod tests {
     #[pg_test]
     fn unknown_customer_product_and_null_arguments_are_errors() {
         fixture();
-        assert_eq!(sqlstate_of("SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a1', NULL)"), "P0002");
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-000000000999', '{PRODUCT_A1}', NULL)")), "P0002");
         // Org B's product for org A's customer.
-        assert_eq!(sqlstate_of("SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000b1', NULL)"), "P0002");
-        assert_eq!(sqlstate_of("SELECT checkout.check_trial_eligibility(NULL, 'b0000000-0000-0000-0000-0000000000a1', NULL)"), "22004");
-        assert_eq!(sqlstate_of("SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a1', NULL, NULL)"), "22004");
-        assert_eq!(sqlstate_of("SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', 'bad')"), "22023");
-        Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
-        assert_eq!(sqlstate_of("SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', NULL)"), "P0002");
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.check_trial_eligibility('{CUSTOMER_A1}', '{PRODUCT_B1}', NULL)"
+            )),
+            "P0002"
+        );
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.check_trial_eligibility(NULL, '{PRODUCT_A1}', NULL)"
+            )),
+            "22004"
+        );
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.check_trial_eligibility('{CUSTOMER_A1}', NULL, NULL)"
+            )),
+            "22004"
+        );
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.check_trial_eligibility('{CUSTOMER_A1}', '{PRODUCT_A1}', 'bad')"
+            )),
+            "22023"
+        );
+        Spi::run(&format!(
+            "UPDATE checkout.customers SET deleted_at = now() WHERE id = '{CUSTOMER_A1}'"
+        ))
+        .unwrap();
+        assert_eq!(
+            sqlstate_of(&format!(
+                "SELECT checkout.check_trial_eligibility('{CUSTOMER_A1}', '{PRODUCT_A1}', NULL)"
+            )),
+            "P0002"
+        );
     }
 
     #[pg_test]
     fn one_trial_per_customer_and_product() {
         fixture();
         give_trial("c0000000-0000-0000-0000-0000000000a1");
-        let again = &format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', now(), now())");
+        let again = &format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end) VALUES ('{ORG_A}', '{CUSTOMER_A1}', '{PRODUCT_A1}', now(), now())");
         assert_eq!(sqlstate_of(again), "23505");
     }
 
@@ -410,7 +438,7 @@ mod tests {
     fn only_granted_roles_call_it_and_search_path_changes_nothing() {
         fixture();
         give_trial("c0000000-0000-0000-0000-0000000000a1");
-        let call = "SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'ALICE@example.com')";
+        let call = &format!("SELECT checkout.check_trial_eligibility('{CUSTOMER_A2}', '{PRODUCT_A1}', 'ALICE@example.com')");
         let expected = json(call);
         assert_eq!(expected["reason"], "email_variation_detected");
         Spi::run("CREATE ROLE ck_trial_nobody; CREATE ROLE ck_trial_app;
@@ -438,7 +466,7 @@ mod tests {
     fn a_replaced_index_is_followed_or_refused() {
         fixture();
         give_trial("c0000000-0000-0000-0000-0000000000a1");
-        let call = "SELECT checkout.check_trial_eligibility('c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'alice@example.com')";
+        let call = &format!("SELECT checkout.check_trial_eligibility('{CUSTOMER_A2}', '{PRODUCT_A1}', 'alice@example.com')");
         let expected = json(call);
         assert_eq!(expected["reason"], "email_variation_detected");
         Spi::run("DROP INDEX checkout.idx_email_variants_normalized;
@@ -465,11 +493,11 @@ mod tests {
              INSERT INTO checkout.products (organization_id, name)
              SELECT '{ORG_A}', 'product ' || g FROM generate_series(1, 1000) g;
              INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, trial_start, trial_end)
-             SELECT organization_id, id, 'b0000000-0000-0000-0000-0000000000a1', now(), now() FROM checkout.customers
+             SELECT organization_id, id, '{PRODUCT_A1}', now(), now() FROM checkout.customers
              WHERE email LIKE 'user%0@example.com';
              -- a customer whose earlier address is a variant of user10's (who had the trial)
-             UPDATE checkout.customers SET email = 'User10+old@Example.com' WHERE id = 'c0000000-0000-0000-0000-0000000000a1';
-             UPDATE checkout.customers SET email = 'alice@example.com' WHERE id = 'c0000000-0000-0000-0000-0000000000a1';
+             UPDATE checkout.customers SET email = 'User10+old@Example.com' WHERE id = '{CUSTOMER_A1}';
+             UPDATE checkout.customers SET email = 'alice@example.com' WHERE id = '{CUSTOMER_A1}';
              ANALYZE checkout.customers, checkout.customer_email_variants, checkout.trial_history, checkout.products;"),
         )
         .unwrap();
@@ -520,7 +548,7 @@ mod tests {
         );
         // The organization's form finds the customer through the primary key.
         let in_org = Spi::get_one::<pgrx::JsonB>(&format!(
-            "SELECT checkout.check_trial_eligibility('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', '{PRO_A}', NULL)"
+            "SELECT checkout.check_trial_eligibility('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A1}', NULL)"
         ))
         .expect("query failed")
         .expect("NULL result")
@@ -534,7 +562,7 @@ mod tests {
             assert!(index_scans(index) > before, "{index} was not used");
         }
         // The counters do see a sequential scan.
-        Spi::run("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; SELECT count(*) FROM checkout.trial_history WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'").unwrap();
+        Spi::run(&format!("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; SELECT count(*) FROM checkout.trial_history WHERE customer_id = '{CUSTOMER_A2}'")).unwrap();
         assert_ne!(scans(), seq_before);
     }
 }

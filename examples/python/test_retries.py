@@ -1,7 +1,12 @@
-"""The retry wrapper against a real server: a lock timeout (55P03) and a deadlock (40P01), each
-retried whole until the call succeeds; any other error surfaces at once.
+"""The retry wrapper against a real server: a lock timeout (55P03), a deadlock (40P01) and a
+serialization failure (40001), each retried whole until the call succeeds; any other error
+surfaces at once.
 
     CHECKOUT_DSN="host=127.0.0.1 dbname=shop user=app" python -m unittest -v test_retries
+
+CHECKOUT_HOLDER_DSN (default: CHECKOUT_DSN) is the other instance's connection; for the deadlock
+test its role should have a long deadlock_timeout (ALTER ROLE ... SET deadlock_timeout = '1min'),
+so that the service, not the holder, is the one PostgreSQL rolls back.
 """
 
 import os
@@ -17,7 +22,9 @@ from checkout_service import CheckoutError, CheckoutService, RetryPolicy, call, 
 from demo import ORGANIZATION
 
 DSN = os.environ.get("CHECKOUT_DSN", "")
+HOLDER_DSN = os.environ.get("CHECKOUT_HOLDER_DSN", DSN)
 UPSERT = "SELECT checkout.upsert_customer_atomic(%(org)s::uuid, %(email)s)"
+UPSERT_NAMED = "SELECT checkout.upsert_customer_atomic(%(org)s::uuid, %(email)s, p_name => %(name)s)"
 
 
 @unittest.skipUnless(DSN, "set CHECKOUT_DSN")
@@ -27,7 +34,7 @@ class RetryTest(unittest.TestCase):
         self.failures: list[str | None] = []  # the SQLSTATE of each failed attempt
         self.release_after = 0  # commit the holder's transaction after this many failures
         # Another instance of the application, whose transaction stays open while it holds rows.
-        self.holder = psycopg.connect(DSN)
+        self.holder = psycopg.connect(HOLDER_DSN)
         self.addCleanup(self.holder.close)
 
     def service(self, lock_timeout: str) -> CheckoutService:
@@ -65,12 +72,28 @@ class RetryTest(unittest.TestCase):
         with ThreadPoolExecutor(1) as threads:
             outcome = threads.submit(shop.transaction, second_then_first)
             self.wait_until_blocked()  # the service holds `second` and waits for `first`
-            # Each session checks for a deadlock deadlock_timeout (1 s) after it began to wait; the
-            # service began first, so its check runs first, finds the cycle and rolls it back.
+            # Each session checks for a deadlock deadlock_timeout after it began to wait: 1 s for
+            # the service, a minute for the holder (its role's setting), so the service's check
+            # finds the cycle and rolls the service back.
             call(self.holder, UPSERT, second)  # closes the cycle; returns once the service rolled back
             self.holder.commit()
             answer = outcome.result(timeout=30)
         self.assertEqual(self.failures, ["40P01"])
+        self.assertIs(answer["created"], False)
+
+    def test_serialization_failure_is_retried(self) -> None:
+        jane = self.customer(1)
+        shop = self.service("5s")
+
+        def rename_in_a_snapshot(conn: psycopg.Connection[Any]) -> Any:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT 1")  # the snapshot
+            if not self.failures:  # first attempt: another instance renames Jane meanwhile
+                with psycopg.connect(HOLDER_DSN, autocommit=True) as other:
+                    call(other, UPSERT_NAMED, {**jane, "name": "Jane (other instance)"})
+            return call(conn, UPSERT_NAMED, {**jane, "name": "Jane"})
+        answer = shop.transaction(rename_in_a_snapshot)
+        self.assertEqual(self.failures, ["40001"])  # her row changed after the snapshot
         self.assertIs(answer["created"], False)
 
     def test_other_errors_are_not_retried(self) -> None:

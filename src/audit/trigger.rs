@@ -214,6 +214,7 @@ pub fn param(datum: Option<pg_sys::Datum>, typ: PgOid) -> DatumWithOid<'static> 
 /// Runs the kept plan of `sql` (prepared on first use, with the types `args` carry). Every
 /// statement runs as a statement of a VOLATILE function does (`mutating`): after the previous one,
 /// with a new snapshot.
+#[track_caller]
 pub fn run<'conn>(
     client: &mut SpiClient<'conn>,
     sql: &'static str,
@@ -381,8 +382,8 @@ impl Col {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::ORG_A;
     use crate::test_support::{count, fixture, sqlstate_of, text};
+    use crate::test_support::{CUSTOMER_A2, ORG_A, PRODUCT_A1, PRODUCT_A2, SUBSCRIPTION_A1};
     use pgrx::prelude::*;
 
     /// Look-alikes of the operators and functions the triggers' statements use, in a schema the
@@ -409,9 +410,7 @@ CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE sql AS $f$SELECT 'evil'$f
 CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $f$SELECT '{}'::pg_catalog.jsonb$f$;
 "#;
 
-    const SUB_A1: &str = "d0000000-0000-0000-0000-0000000000a1";
     const SUB_A2: &str = "d0000000-0000-0000-0000-0000000000a2";
-    const CUSTOMER_A2: &str = "c0000000-0000-0000-0000-0000000000a2";
 
     /// The six trigger functions run without SET search_path; a caller's search_path changes
     /// nothing they do, written or refused.
@@ -434,14 +433,14 @@ CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $f$SELEC
         Spi::run("SET LOCAL search_path = evil, pg_catalog").unwrap();
         for write in [
             // Canceled (stamped, grant revoked, customer recounted), then reactivated.
-            format!("UPDATE checkout.subscriptions SET status = 'canceled' WHERE id OPERATOR(pg_catalog.=) '{SUB_A1}'"),
-            format!("UPDATE checkout.subscriptions SET status = 'active' WHERE id OPERATOR(pg_catalog.=) '{SUB_A1}'"),
+            format!("UPDATE checkout.subscriptions SET status = 'canceled' WHERE id OPERATOR(pg_catalog.=) '{SUBSCRIPTION_A1}'"),
+            format!("UPDATE checkout.subscriptions SET status = 'active' WHERE id OPERATOR(pg_catalog.=) '{SUBSCRIPTION_A1}'"),
             // A trial, moved to another product, converted, deleted.
             format!("INSERT INTO checkout.subscriptions (id, organization_id, customer_id, product_id, status, amount,
                        currency, interval, current_period_start, current_period_end)
-                     VALUES ('{SUB_A2}', '{ORG_A}', '{CUSTOMER_A2}', 'b0000000-0000-0000-0000-0000000000a1', 'trialing', 0,
+                     VALUES ('{SUB_A2}', '{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A1}', 'trialing', 0,
                        'usd', 'month', pg_catalog.now(), pg_catalog.now() OPERATOR(pg_catalog.+) interval '14 days')"),
-            format!("UPDATE checkout.subscriptions SET product_id = 'b0000000-0000-0000-0000-0000000000a2'
+            format!("UPDATE checkout.subscriptions SET product_id = '{PRODUCT_A2}'
                      WHERE id OPERATOR(pg_catalog.=) '{SUB_A2}'"),
             format!("UPDATE checkout.subscriptions SET status = 'active' WHERE id OPERATOR(pg_catalog.=) '{SUB_A2}'"),
             format!("DELETE FROM checkout.subscriptions WHERE id OPERATOR(pg_catalog.=) '{SUB_A2}'"),
@@ -459,7 +458,7 @@ CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $f$SELEC
                       VALUES ('{ORG_A}', 'pi_1', 're_2', 101, 'usd')"), "23514"),
             ("UPDATE checkout.payment_intents SET amount = 599 WHERE stripe_payment_intent_id OPERATOR(pg_catalog.=) 'pi_1'".to_owned(), "23514"),
             ("UPDATE checkout.refunds SET status = 'pending' WHERE stripe_refund_id OPERATOR(pg_catalog.=) 're_1'".to_owned(), "09000"),
-            (format!("UPDATE checkout.subscriptions SET status = 'incomplete' WHERE id OPERATOR(pg_catalog.=) '{SUB_A1}'"), "09000"),
+            (format!("UPDATE checkout.subscriptions SET status = 'incomplete' WHERE id OPERATOR(pg_catalog.=) '{SUBSCRIPTION_A1}'"), "09000"),
         ] {
             assert_eq!(sqlstate_of(&refused), code, "{refused}");
         }
@@ -468,7 +467,7 @@ CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $f$SELEC
             text(&format!("SELECT string_agg(change_type, ' ' ORDER BY created_at) FROM checkout.subscription_changes
                            WHERE subscription_id = '{sub}'"))
         };
-        assert_eq!(changes(SUB_A1), "created updated updated");
+        assert_eq!(changes(SUBSCRIPTION_A1), "created updated updated");
         assert_eq!(changes(SUB_A2), "created updated updated deleted");
         // Only what changed (updated_at too is now(), the transaction's start, in a test).
         assert_eq!(
@@ -478,11 +477,11 @@ CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $f$SELEC
         );
         assert_eq!(
             text(&format!("SELECT status || ' ' || (canceled_at IS NULL) || ' ' || (ended_at IS NULL) FROM checkout.subscriptions
-                           WHERE id = '{SUB_A1}'")),
+                           WHERE id = '{SUBSCRIPTION_A1}'")),
             "active true true"
         );
         assert_eq!(
-            count(&format!("SELECT count(*) FROM checkout.feature_grants WHERE subscription_id = '{SUB_A1}' AND revoked_at IS NULL")),
+            count(&format!("SELECT count(*) FROM checkout.feature_grants WHERE subscription_id = '{SUBSCRIPTION_A1}' AND revoked_at IS NULL")),
             1
         );
         assert_eq!(

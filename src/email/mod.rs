@@ -127,8 +127,8 @@ extension_sql_file!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::ORG_A;
     use crate::test_support::{fixture, sqlstate_of};
+    use crate::test_support::{CUSTOMER_A1, ORG_A};
     use pgrx::prelude::*;
 
     fn one(sql: &str) -> Option<String> {
@@ -221,9 +221,15 @@ mod tests {
     #[pg_test]
     fn variants_are_recorded_by_trigger_for_every_email_ever_held() {
         fixture();
-        Spi::run("UPDATE checkout.customers SET email = 'A.Lice+x@GMail.com' WHERE id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
-        Spi::run("UPDATE checkout.customers SET name = 'Alice' WHERE id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
-        let rows = one("SELECT string_agg(email || '>' || email_normalized || '>' || email_domain || '>' || rules_version, ' ' ORDER BY created_at, email) FROM checkout.customer_email_variants WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a1'");
+        Spi::run(&format!(
+            "UPDATE checkout.customers SET email = 'A.Lice+x@GMail.com' WHERE id = '{CUSTOMER_A1}'"
+        ))
+        .unwrap();
+        Spi::run(&format!(
+            "UPDATE checkout.customers SET name = 'Alice' WHERE id = '{CUSTOMER_A1}'"
+        ))
+        .unwrap();
+        let rows = one(&format!("SELECT string_agg(email || '>' || email_normalized || '>' || email_domain || '>' || rules_version, ' ' ORDER BY created_at, email) FROM checkout.customer_email_variants WHERE customer_id = '{CUSTOMER_A1}'"));
         let v = crate::email::rules::RULES_VERSION;
         assert_eq!(rows, Some(format!("A.Lice+x@GMail.com>alice@gmail.com>gmail.com>{v} alice@example.com>alice@example.com>example.com>{v}")));
         // Invalid emails are refused at the table, whatever path writes them.
@@ -236,7 +242,7 @@ mod tests {
     #[pg_test]
     fn renormalize_recomputes_stale_forms() {
         fixture();
-        Spi::run("UPDATE checkout.customer_email_variants SET email_normalized = 'stale', rules_version = 0 WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a1'").unwrap();
+        Spi::run(&format!("UPDATE checkout.customer_email_variants SET email_normalized = 'stale', rules_version = 0 WHERE customer_id = '{CUSTOMER_A1}'")).unwrap();
         assert_eq!(
             Spi::get_one::<i64>("SELECT checkout.renormalize_email_variants()").unwrap(),
             Some(1)
@@ -245,6 +251,6 @@ mod tests {
             Spi::get_one::<i64>("SELECT checkout.renormalize_email_variants()").unwrap(),
             Some(0)
         );
-        assert_eq!(one("SELECT email_normalized FROM checkout.customer_email_variants WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a1'").as_deref(), Some("alice@example.com"));
+        assert_eq!(one(&format!("SELECT email_normalized FROM checkout.customer_email_variants WHERE customer_id = '{CUSTOMER_A1}'")).as_deref(), Some("alice@example.com"));
     }
 }

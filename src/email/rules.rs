@@ -125,7 +125,7 @@ pub fn normalize_ascii(b: &[u8], out: &mut [u8]) -> Option<Result<usize, EmailEr
         *d = c.to_ascii_lowercase();
     }
     // (`iter().any`, not `contains`: for bytes that is a memchr call per character.)
-    let dropped = |c: u8| rules.dropped.iter().any(|&d| d == c);
+    let dropped = |c: u8| rules.dropped.contains(&c);
     let mut n = end;
     if let Some(first) = out[..end].iter().position(|&c| dropped(c)) {
         n = first;
@@ -646,13 +646,13 @@ mod unit_tests {
                 let len = (rng.next() % 12) as usize;
                 let mut s = String::new();
                 for _ in 0..len {
-                    if rng.next() % 5 == 0 {
+                    if rng.next().is_multiple_of(5) {
                         s.push(char::from_u32((rng.next() % 0x3_0000) as u32).unwrap_or('x'));
                     } else {
                         s.push_str(rng.pick(alphabet));
                     }
                 }
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     let d = rng.pick(&[
                         "gmail.com",
                         "example.com",

@@ -10,7 +10,7 @@ use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
 use crate::json_arg::JsonText;
 use crate::lookups::Snapshot;
-use crate::plans::{first_row, ok, select, update};
+use crate::plans::{first_row, ok, query, select, update};
 use crate::trials;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -24,68 +24,20 @@ pub mod triggers;
 
 const OPERATION: &str = "create_subscription_atomic";
 
-/// The tenant check, one row: customer found (not deleted), product found, features found, all in
-/// the organization ($1 organization, $2 customer, $3 product, `$features` the feature ids). No row lock: the
-/// unique index decides races (`ON CONFLICT` below), and the customer row is locked by the counter
-/// update anyway.
-macro_rules! tenant_sql {
-    ($features:literal) => {
-        concat!(
-            "
-SELECT EXISTS (SELECT 1 FROM checkout.customers c
-               WHERE c.organization_id = $1 AND c.id = $2 AND c.deleted_at IS NULL) AS customer,
-       EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $3) AS product,
-       (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY (",
-            $features,
-            ")) AS features"
-        )
-    };
+/// The tenant check alone, before a trial is looked up and claimed (a create without a trial checks
+/// inside create_subscription.sql, one statement fewer).
+fn tenant_sql() -> &'static str {
+    query!("tenant_check.sql", "features" => "$4")
 }
 
-/// The tenant check alone, before a trial is looked up and claimed (a create without a trial checks
-/// inside CREATE_SQL, one statement fewer).
-const TENANT_SQL: &str = tenant_sql!("$4");
-
-/// Every write of a creation in one statement, after the tenant check (TENANT_SQL's, as one row).
-/// When the check fails, or an active/trialing subscription exists for the pair, the insert does
-/// nothing and so does every statement fed by it; the result says which.
-const CREATE_SQL: &str = concat!(
-    "
-WITH tenant AS (",
-    tenant_sql!("$19"),
-    "
-), sub AS (
-  INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, stripe_subscription_id,
-    stripe_price_id, amount, currency, \"interval\", interval_count, trial_start, trial_end,
-    current_period_start, current_period_end, metadata, idempotency_key, product_version_id, price_version_id)
-  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
-  FROM tenant WHERE tenant.customer AND tenant.product AND tenant.features = pg_catalog.cardinality($19)
-  ON CONFLICT (organization_id, customer_id, product_id) WHERE status IN ('active', 'trialing') DO NOTHING
-  RETURNING *
-), audit AS (
-  INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type, new_values, changed_by_type, reason)
-  SELECT sub.organization_id, sub.id, 'created', pg_catalog.to_jsonb(sub.*), 'system', 'create_subscription_atomic'
-  FROM sub
-), grants AS (
-  INSERT INTO checkout.feature_grants (organization_id, customer_id, feature_id, subscription_id, metadata)
-  SELECT sub.organization_id, sub.customer_id, f.id, sub.id, f.metadata
-  FROM sub, unnest($19::uuid[], $20::jsonb[]) AS f(id, metadata) -- multi-array unnest cannot be schema-qualified
-), customer AS (
-  UPDATE checkout.customers c
-  SET has_active_subscription = c.has_active_subscription OR sub.status IN ('active', 'trialing'),
-      subscription_count = c.subscription_count + 1, updated_at = pg_catalog.now()
-  FROM sub WHERE c.organization_id = sub.organization_id AND c.id = sub.customer_id
-  RETURNING sub.organization_id, sub.product_id
-), product AS (
-  -- Fed by the customer step, so the customer row is locked before the product row, the order
-  -- every path takes (sql/lifecycle.sql). Only when set: an UPDATE that changes nothing would
-  -- still lock the product row.
-  UPDATE checkout.products p SET metrics_last_calculated_at = NULL
-  FROM customer WHERE p.organization_id = customer.organization_id AND p.id = customer.product_id
-    AND p.metrics_last_calculated_at IS NOT NULL
-)
-SELECT (SELECT id FROM sub), tenant.customer, tenant.product, tenant.features FROM tenant"
-);
+/// Every write of a creation in one statement (sql/queries/create_subscription.sql).
+fn create_sql() -> &'static str {
+    query!(
+        "create_subscription.sql",
+        "tenant" => &include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/tenant_check.sql"))
+            .replace("{features}", "$19")
+    )
+}
 
 /// A granted trial is claimed on the unique (organization, customer, product) before the
 /// subscription is written: a concurrent claim of the same trial waits here, and a trial that
@@ -98,7 +50,7 @@ ON CONFLICT (organization_id, customer_id, product_id) DO NOTHING
 RETURNING id";
 
 /// The trial this call claimed now names its subscription. A statement of its own, run only when a
-/// trial was granted: in CREATE_SQL it would open trial_history and its indexes on every create.
+/// trial was granted: in create_subscription.sql it would open trial_history and its indexes on every create.
 const TRIAL_LINK_SQL: &str =
     "UPDATE checkout.trial_history SET subscription_id = $3 WHERE organization_id = $1 AND id = $2";
 
@@ -281,7 +233,7 @@ fn create_subscription_atomic(
             // Before the trial is looked up and claimed: its errors are the tenant check's.
             let row = select(
                 client,
-                TENANT_SQL,
+                tenant_sql(),
                 Some(1),
                 &[
                     organization.into(),
@@ -364,7 +316,7 @@ fn create_subscription_atomic(
         });
         let created = update(
             client,
-            CREATE_SQL,
+            create_sql(),
             None,
             &[
                 organization.into(),
@@ -463,7 +415,9 @@ extension_sql!(
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, json, sqlstate_of, text};
-    use crate::test_support::{ORG_A, ORG_B};
+    use crate::test_support::{
+        CUSTOMER_A1, CUSTOMER_A2, CUSTOMER_B1, ORG_A, ORG_B, PRODUCT_A1, PRODUCT_A2, PRODUCT_B1,
+    };
     use pgrx::prelude::*;
     use serde_json::Value;
 
@@ -479,7 +433,7 @@ mod tests {
         fixture();
         let features = "ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\", \"metadata\": {\"seats\": 5}}'::jsonb, '{\"feature_id\": \"F0000000-0000-0000-0000-0000000000A2\"}', '{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\", \"metadata\": {\"sso\": true}}']";
         Spi::run("UPDATE checkout.products SET metrics_last_calculated_at = now()").unwrap();
-        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(r["success"], true);
         assert_eq!(r["status"], "active");
         assert_eq!(r["trial_eligible"], Value::Null);
@@ -498,22 +452,22 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
         // Duplicates merged: two grants, metadata combined.
         assert_eq!(text(&format!("SELECT string_agg(metadata::text, ' ' ORDER BY feature_id) FROM checkout.feature_grants WHERE subscription_id = '{id}'")), r#"{"sso": true, "seats": 5} {}"#);
-        assert_eq!(text("SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a2'"), "true 1");
-        assert_eq!(text("SELECT (metrics_last_calculated_at IS NULL)::text FROM checkout.products WHERE id = 'b0000000-0000-0000-0000-0000000000a1'"), "true");
+        assert_eq!(text(&format!("SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE id = '{CUSTOMER_A2}'")), "true 1");
+        assert_eq!(text(&format!("SELECT (metrics_last_calculated_at IS NULL)::text FROM checkout.products WHERE id = '{PRODUCT_A1}'")), "true");
     }
 
     #[pg_test]
     fn duplicate_active_subscription_returns_the_seed_shape_and_writes_nothing() {
         fixture();
         let before = counts();
-        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, '{CUSTOMER_A1}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(
             r,
             serde_json::json!({"success": false, "error": "subscription_exists", "existing_subscription_id": "d0000000-0000-0000-0000-0000000000a1"})
         );
         assert_eq!(counts(), before);
         // A trialing request for the same pair is refused too (the seed allowed active + trialing).
-        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), NULL, '{CUSTOMER_A1}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(r["error"], "subscription_exists");
         assert_eq!(counts(), before);
     }
@@ -539,7 +493,7 @@ mod tests {
             r#"'[]'::jsonb"#,
         ];
         for sub in bad_subscriptions {
-            let sql = format!("SELECT checkout.create_subscription_atomic({sub}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')");
+            let sql = format!("SELECT checkout.create_subscription_atomic({sub}, NULL, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')");
             assert_eq!(sqlstate_of(&sql), "22023", "{sub}");
         }
         for features in [
@@ -547,7 +501,7 @@ mod tests {
             r#"ARRAY[NULL::jsonb]"#,
             r#"ARRAY['{"feature_id": "f0000000-0000-0000-0000-0000000000a1", "x": 1}'::jsonb]"#,
         ] {
-            let sql = format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')");
+            let sql = format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), {features}, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')");
             assert_eq!(sqlstate_of(&sql), "22023", "{features}");
         }
         for (i, arg) in [
@@ -559,14 +513,12 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let org = format!("'{ORG_A}'");
-            let mut args = vec![
-                "checkout_test.sub()",
-                "NULL",
-                "'c0000000-0000-0000-0000-0000000000a2'",
-                "'b0000000-0000-0000-0000-0000000000a1'",
-                &org,
-            ];
+            let (customer, product, org) = (
+                format!("'{CUSTOMER_A2}'"),
+                format!("'{PRODUCT_A1}'"),
+                format!("'{ORG_A}'"),
+            );
+            let mut args = ["checkout_test.sub()", "NULL", &customer, &product, &org];
             args[if i == 0 { 0 } else { i + 1 }] = "NULL";
             assert_eq!(
                 sqlstate_of(&format!(
@@ -596,11 +548,11 @@ mod tests {
         let before = counts();
         let cases = [
             // org B's customer, org A's product, called as org A (and as org C)
-            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}'"),
-            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000b1', '{ORG_A}'"),
-            "checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', 'a0000000-0000-0000-0000-000000000003'",
-            &format!("checkout_test.sub(), ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}'"),
-            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}'"),
+            &format!("checkout_test.sub(), NULL, '{CUSTOMER_B1}', '{PRODUCT_A1}', '{ORG_A}'"),
+            &format!("checkout_test.sub(), NULL, '{CUSTOMER_A2}', '{PRODUCT_B1}', '{ORG_A}'"),
+            &format!("checkout_test.sub(), NULL, '{CUSTOMER_A2}', '{PRODUCT_A1}', 'a0000000-0000-0000-0000-000000000003'"),
+            &format!("checkout_test.sub(), ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}}'::jsonb], '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}'"),
+            &format!("checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', '{PRODUCT_A1}', '{ORG_A}'"),
         ];
         for args in cases {
             assert_eq!(
@@ -611,13 +563,19 @@ mod tests {
                 "{args}"
             );
         }
-        Spi::run("UPDATE checkout.customers SET deleted_at = now() WHERE id = 'c0000000-0000-0000-0000-0000000000a2'").unwrap();
+        Spi::run(&format!(
+            "UPDATE checkout.customers SET deleted_at = now() WHERE id = '{CUSTOMER_A2}'"
+        ))
+        .unwrap();
         assert_eq!(
             sqlstate_of(&format!("SELECT {CALL}, '{ORG_A}')")),
             "P0002",
             "deleted customer"
         );
-        Spi::run("UPDATE checkout.customers SET deleted_at = NULL WHERE id = 'c0000000-0000-0000-0000-0000000000a2'").unwrap();
+        Spi::run(&format!(
+            "UPDATE checkout.customers SET deleted_at = NULL WHERE id = '{CUSTOMER_A2}'"
+        ))
+        .unwrap();
         assert_eq!(counts(), before);
     }
 
@@ -625,16 +583,16 @@ mod tests {
     fn trial_granted_then_refused_for_a_variant() {
         fixture();
         let trial = "checkout_test.sub('trialing', '{\"trial_end\": \"2026-01-15T00:00:00Z\"}')";
-        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(
             (r["status"].as_str(), r["trial_eligible"].as_bool()),
             (Some("trialing"), Some(true))
         );
-        assert_eq!(text("SELECT count(*)::text FROM checkout.trial_history WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'"), "1");
+        assert_eq!(text(&format!("SELECT count(*)::text FROM checkout.trial_history WHERE customer_id = '{CUSTOMER_A2}'")), "1");
         // bob@example.com had the trial; B.o.b+x@Example.com is a variant only on Gmail-like rules,
         // so use the sub-address rule: bob+again@example.com.
         let variant = text(&format!("INSERT INTO checkout.customers (organization_id, email) VALUES ('{ORG_A}', 'Bob+again@Example.com') RETURNING id::text"));
-        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, '{variant}', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic({trial}, NULL, '{variant}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(r["status"], "active", "{r}");
         assert_eq!(r["trial_eligible"], false);
         assert_eq!(r["trial_reason"], "email_variation_detected");
@@ -662,7 +620,7 @@ mod tests {
         assert_eq!(text("SELECT idempotency_key FROM checkout.subscriptions WHERE idempotency_key IS NOT NULL"), "key-1");
 
         // Same key, other parameters or operation: 55000, nothing written.
-        let other = &format!("checkout.create_subscription_atomic(checkout_test.sub('active', '{{\"amount\": 5}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}', 'key-1')");
+        let other = &format!("checkout.create_subscription_atomic(checkout_test.sub('active', '{{\"amount\": 5}}'), NULL, '{CUSTOMER_A2}', '{PRODUCT_A2}', '{ORG_A}', 'key-1')");
         assert_eq!(sqlstate_of(&format!("SELECT {other}")), "55000");
         Spi::run("UPDATE checkout.idempotency_keys SET operation = 'refund' WHERE key = 'key-1'")
             .unwrap();
@@ -673,7 +631,7 @@ mod tests {
         assert_eq!(counts(), after_first);
 
         // The same key string in another organization is another key.
-        let org_b = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000b1', 'b0000000-0000-0000-0000-0000000000b1', '{ORG_B}', 'key-1')"));
+        let org_b = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, '{CUSTOMER_B1}', '{PRODUCT_B1}', '{ORG_B}', 'key-1')"));
         assert_eq!(org_b["success"], true);
         assert_ne!(org_b["subscription_id"], first["subscription_id"]);
 
@@ -688,7 +646,7 @@ mod tests {
         );
 
         // A failing call rolls its key back: a retry with the key does the work.
-        assert_eq!(sqlstate_of(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}', 'key-2')")), "P0002");
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-000000000999', '{PRODUCT_A2}', '{ORG_A}', 'key-2')")), "P0002");
         assert_eq!(
             text("SELECT count(*)::text FROM checkout.idempotency_keys WHERE key = 'key-2'"),
             "0"
@@ -696,7 +654,7 @@ mod tests {
 
         // A key registered beforehand as 'pending' (the seed's flow) is claimed the same way.
         Spi::run(&format!("INSERT INTO checkout.idempotency_keys (organization_id, key, request_hash) VALUES ('{ORG_A}', 'key-3', 'app-hash')")).unwrap();
-        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}', 'key-3')"));
+        let r = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, '{CUSTOMER_A2}', '{PRODUCT_A2}', '{ORG_A}', 'key-3')"));
         assert_eq!(r["success"], true);
         assert_eq!(text("SELECT status || ' ' || operation FROM checkout.idempotency_keys WHERE key = 'key-3'"), "completed create_subscription_atomic");
 

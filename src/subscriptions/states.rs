@@ -131,7 +131,7 @@ mod unit {
     }
 
     #[test]
-    fn the_readme_shows_this_table() {
+    fn the_design_doc_shows_this_table() {
         let readme = include_str!("../../docs/design.md");
         let start = readme
             .find("<!-- transitions -->")

@@ -40,7 +40,7 @@ fn ending(status: Option<&str>) -> bool {
 }
 
 /// Active or trialing: the statuses that set the customer's has_active_subscription. Twins: the
-/// unique index unique_active_subscription (sql/schema.sql), ACTIVE_SQL and CREATE_SQL's
+/// unique index unique_active_subscription (sql/schema.sql), ACTIVE_SQL and create_subscription.sql's
 /// ON CONFLICT (subscriptions/mod.rs), refuse_if_other_active (lifecycle/frame.rs).
 fn active_or_trialing(status: Option<&str>) -> bool {
     matches!(status, Some("active" | "trialing"))
@@ -102,8 +102,8 @@ fn guard<'a>(f: &Firing<'a>) -> Option<PgHeapTuple<'a, AllocatedByPostgres>> {
     if status != old_status {
         // subscription_transition_allowed() is STRICT: with a NULL status it did not refuse.
         if let (Some(from), Some(to)) = (old_status, status) {
-            // Enforcement for every path. Twins: the pre-checks in status_change and
-            // cancel_subscription_atomic (subscriptions/lifecycle/mod.rs), same wording.
+            // Enforcement for every path. Twins: the pre-checks in status_change (same wording)
+            // and cancel_subscription_atomic (subscriptions/lifecycle/mod.rs).
             if !allowed(from, to) {
                 let (message, hint) = refused_transition(from, to);
                 raise(

@@ -9,6 +9,11 @@ fresh_db() { # DB: drop and create
   psql_db postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
 }
 fail() { echo "FAILED: $*" >&2; exit 1; }
+skip() { # REASON: a test that cannot run here says so in one line; in CI (CI=true), where setup
+  # installs everything, that is a failure instead
+  [ "${CI:-}" = true ] && fail "cannot run in CI: $*"
+  echo "skipped: $*"; exit 0
+}
 violations() { # DB: what check_invariants() finds, on one line; empty when the data is consistent
   psql_db "$1" -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()"
 }

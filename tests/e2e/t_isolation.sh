@@ -4,7 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")/../isolation" && pwd)
 regress="$(dirname "$(dirname "$("$E2E_BIN/pg_config" --pgxs)")")/test/isolation/pg_isolation_regress"
-[ -x "$regress" ] || { echo "skipped: no pg_isolation_regress in this PostgreSQL ($regress)"; exit 0; }
+[ -x "$regress" ] || skip "no pg_isolation_regress in this PostgreSQL ($regress)"
 fresh_db e2e_isolation
 out=$(mktemp -d /tmp/checkout-isolation.XXXXXX)
 specs=$(cd "$here/specs" && ls *.spec | sed 's/\.spec$//')

@@ -5,10 +5,10 @@
 # errors not).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 example=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../examples/python" && pwd)
-db=e2e_python app=e2e_python_app worker=e2e_python_webhooks
+db=e2e_python app=e2e_python_app worker=e2e_python_webhooks holder=e2e_python_holder
 venv=/var/tmp/checkout-pyenv # kept between runs; rebuilt when requirements.txt changes
 
-python3 -c 'import ensurepip, venv' 2>/dev/null || { echo "skipped: python3 with venv and ensurepip is not installed"; exit 0; }
+python3 -c 'import ensurepip, venv' 2>/dev/null || skip "python3 with venv and ensurepip is not installed"
 # (&& chains: set -e does not act inside a command followed by ||)
 (
   flock 9 && { cmp -s "$example/requirements.txt" "$venv/requirements.txt" || {
@@ -19,16 +19,20 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || { echo "skipped: python3 with
 
 fresh_db $db
 psql_db postgres -c "DROP ROLE IF EXISTS $app" -c "CREATE ROLE $app LOGIN" \
-  -c "DROP ROLE IF EXISTS $worker" -c "CREATE ROLE $worker LOGIN"
+  -c "DROP ROLE IF EXISTS $worker" -c "CREATE ROLE $worker LOGIN" \
+  -c "DROP ROLE IF EXISTS $holder" -c "CREATE ROLE $holder LOGIN" \
+  -c "ALTER ROLE $holder SET deadlock_timeout = '1min'" # test_retries: the service is the deadlock's victim
 psql_db $db <<SQL
 CREATE EXTENSION checkout;
 $(readme_app_grants $app)
+$(readme_app_grants $holder)
 $(docs_webhook_grants $worker)
 SQL
 psql_db $db -f "$example/setup.sql"
 
 export CHECKOUT_DSN="host=127.0.0.1 port=$E2E_PORT dbname=$db user=$app"
 export CHECKOUT_WEBHOOK_DSN="host=127.0.0.1 port=$E2E_PORT dbname=$db user=$worker"
+export CHECKOUT_HOLDER_DSN="host=127.0.0.1 port=$E2E_PORT dbname=$db user=$holder"
 cd "$example"
 "$venv/bin/python" demo.py || fail "demo.py"
 "$venv/bin/python" -m unittest -v test_retries || fail "test_retries.py"

@@ -49,6 +49,7 @@ pub struct Call {
 
 impl Call {
     /// Tells the audit trigger what this call does while `sql` runs, then returns the row.
+    #[track_caller]
     pub fn write(
         &self,
         client: &mut SpiClient<'_>,
@@ -67,6 +68,7 @@ impl Call {
             .map(|j| j.0)
     }
 
+    #[track_caller]
     pub fn set_status(
         &self,
         client: &mut SpiClient<'_>,
@@ -80,10 +82,16 @@ impl Call {
             status.into(),
             cancellation_reason.into(),
         ];
-        self.write(client, change_type, statement!("set_status.sql"), &args)
-            .unwrap_or_else(|| self.vanished())
+        self.write(
+            client,
+            change_type,
+            statement!("lifecycle/set_status.sql"),
+            &args,
+        )
+        .unwrap_or_else(|| self.vanished())
     }
 
+    #[track_caller]
     pub fn set_pending_cancel(&self, client: &mut SpiClient<'_>, pending: bool) -> Value {
         let change_type = if pending { "cancelled" } else { "reactivated" };
         let args = [
@@ -95,7 +103,7 @@ impl Call {
         self.write(
             client,
             change_type,
-            statement!("set_pending_cancel.sql"),
+            statement!("lifecycle/set_pending_cancel.sql"),
             &args,
         )
         .unwrap_or_else(|| self.vanished())
@@ -207,7 +215,12 @@ pub fn run(
             }
         }
         let args = [call.organization.into(), call.id.into()];
-        let Some(row) = first_row(update(client, statement!("lock.sql"), Some(1), &args)) else {
+        let Some(row) = first_row(update(
+            client,
+            statement!("lifecycle/lock.sql"),
+            Some(1),
+            &args,
+        )) else {
             raise(
                 Kind::NotFound,
                 "subscription not found in organization",

@@ -23,19 +23,19 @@ mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod transition_tests;
 
-/// A statement of sql/queries/lifecycle/ as a `&'static str` (kept plans are keyed by its
-/// address), with `{subscription}` replaced by subscription.sql: the row `sub` as every answer
-/// shows it.
+/// A statement of sql/queries/ (lifecycle/...), with `{subscription}` replaced by subscription.sql: the
+/// row `sub` as every answer shows it.
 macro_rules! statement {
-    ($file:literal) => {{
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            include_str!(concat!("../../../sql/queries/lifecycle/", $file)).replace(
-                "{subscription}",
-                include_str!("../../../sql/queries/lifecycle/subscription.sql").trim_end(),
-            )
-        });
-        SQL.as_str()
-    }};
+    ($file:literal) => {
+        crate::plans::query!(
+            $file,
+            "subscription" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/sql/queries/lifecycle/subscription.sql"
+            ))
+            .trim_end()
+        )
+    };
 }
 use statement;
 
@@ -264,7 +264,7 @@ fn change_subscription_plan_atomic(
             );
             if s.status == "trialing" && product != s.product {
                 let args = [call.organization.into(), call.id.into(), product.into()];
-                update(client, statement!("trial_move.sql"), None, &args);
+                update(client, statement!("lifecycle/trial_move.sql"), None, &args);
             }
             let metadata: Vec<JsonB> = features.iter().map(|f| JsonB(f.metadata.clone())).collect();
             let args = [
@@ -279,7 +279,12 @@ fn change_subscription_plan_atomic(
                 metadata.into(),
             ];
             let row = call
-                .write(client, change_type, statement!("change_plan.sql"), &args)
+                .write(
+                    client,
+                    change_type,
+                    statement!("lifecycle/change_plan.sql"),
+                    &args,
+                )
                 .unwrap_or_else(|| call.vanished());
             Some((change_type, row))
         },
@@ -321,7 +326,7 @@ fn renew_subscription_period(
                 call.id.into(),
                 p_period_end.into(),
             ];
-            let row = call.write(client, "renewed", statement!("renew.sql"), &args);
+            let row = call.write(client, "renewed", statement!("lifecycle/renew.sql"), &args);
             match row {
                 Some(row) => Some(("renewed", row)),
                 None => raise(

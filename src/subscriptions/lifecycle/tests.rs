@@ -4,32 +4,33 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod tests {
     use crate::test_support::{count, fixture, json, sqlstate_of, text};
-    use crate::test_support::{ORG_A, ORG_B};
+    use crate::test_support::{
+        CUSTOMER_A1, CUSTOMER_A2, ORG_A, ORG_B, PRODUCT_A1, PRODUCT_A2, PRODUCT_B1, SUBSCRIPTION_A1,
+    };
     use pgrx::prelude::*;
 
     // Active, customer a1, product a1, 1000 usd a month, grant of feature a1 (tests/sql/fixtures.sql).
-    const SUB: &str = "'d0000000-0000-0000-0000-0000000000a1'";
 
     fn call(function: &str, extra: &str) -> serde_json::Value {
         json(&format!(
-            "SELECT checkout.{function}({SUB}, '{ORG_A}'{extra})"
+            "SELECT checkout.{function}('{SUBSCRIPTION_A1}', '{ORG_A}'{extra})"
         ))
     }
 
     fn state() -> String {
-        text(&format!("SELECT status || ' ' || cancel_at_period_end || ' ' || (ended_at IS NOT NULL) FROM checkout.subscriptions WHERE id = {SUB}"))
+        text(&format!("SELECT status || ' ' || cancel_at_period_end || ' ' || (ended_at IS NOT NULL) FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'"))
     }
 
     fn grants() -> String {
-        text(&format!("SELECT coalesce(string_agg(right(feature_id::text, 2) || CASE WHEN revoked_at IS NULL THEN '+' ELSE '-' END, ' ' ORDER BY feature_id), '') FROM checkout.feature_grants WHERE subscription_id = {SUB}"))
+        text(&format!("SELECT coalesce(string_agg(right(feature_id::text, 2) || CASE WHEN revoked_at IS NULL THEN '+' ELSE '-' END, ' ' ORDER BY feature_id), '') FROM checkout.feature_grants WHERE subscription_id = '{SUBSCRIPTION_A1}'"))
     }
 
     fn audit() -> String {
-        text(&format!("SELECT string_agg(change_type, ' ' ORDER BY created_at, change_type <> 'created') FROM checkout.subscription_changes WHERE subscription_id = {SUB}"))
+        text(&format!("SELECT string_agg(change_type, ' ' ORDER BY created_at, change_type <> 'created') FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}'"))
     }
 
     fn active_flag() -> String {
-        text("SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE id = 'c0000000-0000-0000-0000-0000000000a1'")
+        text(&format!("SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE id = '{CUSTOMER_A1}'"))
     }
 
     #[pg_test]
@@ -50,18 +51,18 @@ mod tests {
         assert_eq!(grants(), "a1-");
         assert_eq!(active_flag(), "false 1");
         assert_eq!(audit(), "created cancelled");
-        let row = text(&format!("SELECT reason || ' ' || changed_by_type || ' ' || (changed_by_role = current_user) || ' ' || (new_values->>'status') || ' ' || (old_values->>'status') FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type = 'cancelled'"));
+        let row = text(&format!("SELECT reason || ' ' || changed_by_type || ' ' || (changed_by_role = current_user) || ' ' || (new_values->>'status') || ' ' || (old_values->>'status') FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}' AND change_type = 'cancelled'"));
         assert_eq!(row, "too expensive system true canceled active");
         // Canceling again is refused: nothing left to cancel.
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.cancel_subscription_atomic({SUB}, '{ORG_A}')"
+                "SELECT checkout.cancel_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}')"
             )),
             "09000"
         );
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.cancel_subscription_atomic({SUB}, '{ORG_B}')"
+                "SELECT checkout.cancel_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_B}')"
             )),
             "P0002"
         );
@@ -87,7 +88,7 @@ mod tests {
         // A subscription set to end does not renew.
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.renew_subscription_period({SUB}, '{ORG_A}')"
+                "SELECT checkout.renew_subscription_period('{SUBSCRIPTION_A1}', '{ORG_A}')"
             )),
             "09000"
         );
@@ -100,11 +101,11 @@ mod tests {
             (Some("reactivated"), Some(false))
         );
         assert_eq!(state(), "active false false");
-        assert_eq!(text(&format!("SELECT (canceled_at IS NULL AND cancellation_reason IS NULL)::text FROM checkout.subscriptions WHERE id = {SUB}")), "true");
+        assert_eq!(text(&format!("SELECT (canceled_at IS NULL AND cancellation_reason IS NULL)::text FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'")), "true");
         assert_eq!(audit(), "created cancelled reactivated");
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.reactivate_subscription_atomic({SUB}, '{ORG_A}')"
+                "SELECT checkout.reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}')"
             )),
             "09000"
         );
@@ -119,14 +120,14 @@ mod tests {
             0,
             "period still running"
         );
-        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '1 month', current_period_end = now() - interval '1 second' WHERE id = {SUB}")).unwrap();
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '1 month', current_period_end = now() - interval '1 second' WHERE id = '{SUBSCRIPTION_A1}'")).unwrap();
         assert_eq!(
             count("SELECT checkout.end_subscription_periods()::bigint"),
             1
         );
         assert_eq!(state(), "canceled false true");
         assert_eq!(grants(), "a1-");
-        assert_eq!(text(&format!("SELECT change_type || ' ' || reason FROM checkout.subscription_changes WHERE subscription_id = {SUB} ORDER BY created_at DESC LIMIT 1")), "cancelled cancel_at_period_end");
+        assert_eq!(text(&format!("SELECT change_type || ' ' || reason FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}' ORDER BY created_at DESC LIMIT 1")), "cancelled cancel_at_period_end");
         assert_eq!(
             count("SELECT checkout.end_subscription_periods()::bigint"),
             0
@@ -152,12 +153,12 @@ mod tests {
         assert_eq!(active_flag(), "true 1");
         // Canceled again, and the customer subscribed anew: reactivating the old one is a conflict.
         call("cancel_subscription_atomic", "");
-        let new = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let new = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, '{CUSTOMER_A1}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(new["success"], true);
         let before = text("SELECT checkout_test.row_counts()");
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.reactivate_subscription_atomic({SUB}, '{ORG_A}')"
+                "SELECT checkout.reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}')"
             )),
             "23505"
         );
@@ -168,16 +169,16 @@ mod tests {
             new["subscription_id"].as_str().unwrap()
         ))
         .unwrap();
-        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '2 months', current_period_end = now() - interval '1 day' WHERE id = {SUB}")).unwrap();
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '2 months', current_period_end = now() - interval '1 day' WHERE id = '{SUBSCRIPTION_A1}'")).unwrap();
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.reactivate_subscription_atomic({SUB}, '{ORG_A}')"
+                "SELECT checkout.reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}')"
             )),
             "09000"
         );
         assert_eq!(
             sqlstate_of(&format!(
-                "UPDATE checkout.subscriptions SET status = 'active' WHERE id = {SUB}"
+                "UPDATE checkout.subscriptions SET status = 'active' WHERE id = '{SUBSCRIPTION_A1}'"
             )),
             "09000"
         );
@@ -190,10 +191,10 @@ mod tests {
     fn a_direct_update_moving_the_period_cannot_reactivate_after_it() {
         fixture();
         call("cancel_subscription_atomic", "");
-        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '2 months', current_period_end = now() - interval '1 day' WHERE id = {SUB}")).unwrap();
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now() - interval '2 months', current_period_end = now() - interval '1 day' WHERE id = '{SUBSCRIPTION_A1}'")).unwrap();
         let row = || {
             text(&format!(
-                "SELECT to_jsonb(s)::text FROM checkout.subscriptions s WHERE id = {SUB}"
+                "SELECT to_jsonb(s)::text FROM checkout.subscriptions s WHERE id = '{SUBSCRIPTION_A1}'"
             ))
         };
         let before = row();
@@ -204,7 +205,7 @@ mod tests {
         ] {
             assert_eq!(
                 sqlstate_of(&format!(
-                    "UPDATE checkout.subscriptions SET {set} WHERE id = {SUB}"
+                    "UPDATE checkout.subscriptions SET {set} WHERE id = '{SUBSCRIPTION_A1}'"
                 )),
                 "09000",
                 "{set}"
@@ -218,20 +219,20 @@ mod tests {
         // The function agrees.
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.reactivate_subscription_atomic({SUB}, '{ORG_A}')"
+                "SELECT checkout.reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}')"
             )),
             "09000"
         );
         // Within the period the same statement reactivates (the function keeps the period, so
         // reactivate_subscription_atomic passes the same check).
-        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now(), current_period_end = now() + interval '1 day' WHERE id = {SUB}")).unwrap();
+        Spi::run(&format!("UPDATE checkout.subscriptions SET current_period_start = now(), current_period_end = now() + interval '1 day' WHERE id = '{SUBSCRIPTION_A1}'")).unwrap();
         // ...but not into a period that is already over.
         assert_eq!(
-            sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() - interval '1 hour' WHERE id = {SUB}")),
+            sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() - interval '1 hour' WHERE id = '{SUBSCRIPTION_A1}'")),
             "09000"
         );
         assert_eq!(
-            sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() + interval '1 month' WHERE id = {SUB}")),
+            sqlstate_of(&format!("UPDATE checkout.subscriptions SET status = 'active', current_period_end = now() + interval '1 month' WHERE id = '{SUBSCRIPTION_A1}'")),
             "00000"
         );
         assert_eq!(state(), "active false false");
@@ -242,7 +243,7 @@ mod tests {
     #[pg_test]
     fn plan_changes_move_grants_and_say_up_or_down() {
         fixture();
-        let to_team = "'b0000000-0000-0000-0000-0000000000a2'";
+        let to_team = &format!("'{PRODUCT_A2}'");
         let r = call("change_subscription_plan_atomic", &format!(", {to_team}, 2500, NULL, NULL, ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a2\"}}'::jsonb], 'price_team'"));
         assert_eq!(
             (r["change_type"].as_str(), r["amount"].as_i64()),
@@ -253,29 +254,29 @@ mod tests {
             serde_json::json!(["f0000000-0000-0000-0000-0000000000a1"])
         );
         assert_eq!(grants(), "a1- a2+");
-        assert_eq!(text(&format!("SELECT product_id::text || ' ' || stripe_price_id FROM checkout.subscriptions WHERE id = {SUB}")), "b0000000-0000-0000-0000-0000000000a2 price_team");
+        assert_eq!(text(&format!("SELECT product_id::text || ' ' || stripe_price_id FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'")), "b0000000-0000-0000-0000-0000000000a2 price_team");
         // Yearly at 20000 is cheaper than 2500 a month: a downgrade; feature a1 comes back.
-        let r = call("change_subscription_plan_atomic", ", 'b0000000-0000-0000-0000-0000000000a1', 20000, 'year', 1, ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\"}'::jsonb]");
+        let r = call("change_subscription_plan_atomic", &format!(", '{PRODUCT_A1}', 20000, 'year', 1, ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a1\"}}'::jsonb]"));
         assert_eq!(r["change_type"], "downgraded");
         assert_eq!(grants(), "a1+ a2-");
         assert_eq!(audit(), "created upgraded downgraded");
-        let diff = text(&format!("SELECT string_agg(k, ',' ORDER BY k) FROM checkout.subscription_changes, jsonb_object_keys(new_values) k WHERE subscription_id = {SUB} AND change_type = 'downgraded'"));
+        let diff = text(&format!("SELECT string_agg(k, ',' ORDER BY k) FROM checkout.subscription_changes, jsonb_object_keys(new_values) k WHERE subscription_id = '{SUBSCRIPTION_A1}' AND change_type = 'downgraded'"));
         assert_eq!(
             diff, "amount,interval,product_id",
             "only changed columns in new_values"
         );
         // One active subscription per product: moving onto a product the customer has is refused.
-        json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, 'c0000000-0000-0000-0000-0000000000a1', 'b0000000-0000-0000-0000-0000000000a2', '{ORG_A}')"));
+        json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub(), NULL, '{CUSTOMER_A1}', '{PRODUCT_A2}', '{ORG_A}')"));
         let before = text("SELECT checkout_test.row_counts()");
         for (args, code) in [
             (format!(", {to_team}, 100"), "23505"),
-            (", 'b0000000-0000-0000-0000-0000000000b1', 100".to_owned(), "P0002"),
-            (", 'b0000000-0000-0000-0000-0000000000a1', 100, NULL, NULL, ARRAY['{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}'::jsonb]".to_owned(), "P0002"),
-            (", 'b0000000-0000-0000-0000-0000000000a1', -1".to_owned(), "22023"),
-            (", 'b0000000-0000-0000-0000-0000000000a1', 100, 'fortnight'".to_owned(), "22023"),
-            (", 'b0000000-0000-0000-0000-0000000000a1', NULL".to_owned(), "22004"),
+            (format!(", '{PRODUCT_B1}', 100"), "P0002"),
+            (format!(", '{PRODUCT_A1}', 100, NULL, NULL, ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000b1\"}}'::jsonb]"), "P0002"),
+            (format!(", '{PRODUCT_A1}', -1"), "22023"),
+            (format!(", '{PRODUCT_A1}', 100, 'fortnight'"), "22023"),
+            (format!(", '{PRODUCT_A1}', NULL"), "22004"),
         ] {
-            assert_eq!(sqlstate_of(&format!("SELECT checkout.change_subscription_plan_atomic({SUB}, '{ORG_A}'{args})")), code, "{args}");
+            assert_eq!(sqlstate_of(&format!("SELECT checkout.change_subscription_plan_atomic('{SUBSCRIPTION_A1}', '{ORG_A}'{args})")), code, "{args}");
         }
         assert_eq!(text("SELECT checkout_test.row_counts()"), before);
     }
@@ -284,7 +285,7 @@ mod tests {
     fn past_due_renew_and_expire() {
         fixture();
         let end = text(&format!(
-            "SELECT current_period_end::text FROM checkout.subscriptions WHERE id = {SUB}"
+            "SELECT current_period_end::text FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'"
         ));
         assert_eq!(
             call("mark_subscription_past_due", ", 'card declined'")["status"],
@@ -297,10 +298,10 @@ mod tests {
             (r["status"].as_str(), r["change_type"].as_str()),
             (Some("active"), Some("renewed"))
         );
-        assert_eq!(text(&format!("SELECT (current_period_start::text = '{end}' AND current_period_end = current_period_start + interval '1 month')::text FROM checkout.subscriptions WHERE id = {SUB}")), "true");
+        assert_eq!(text(&format!("SELECT (current_period_start::text = '{end}' AND current_period_end = current_period_start + interval '1 month')::text FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'")), "true");
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.renew_subscription_period({SUB}, '{ORG_A}', now())"
+                "SELECT checkout.renew_subscription_period('{SUBSCRIPTION_A1}', '{ORG_A}', now())"
             )),
             "22023"
         );
@@ -319,7 +320,9 @@ mod tests {
             "reactivate_subscription_atomic",
         ] {
             assert_eq!(
-                sqlstate_of(&format!("SELECT checkout.{function}({SUB}, '{ORG_A}')")),
+                sqlstate_of(&format!(
+                    "SELECT checkout.{function}('{SUBSCRIPTION_A1}', '{ORG_A}')"
+                )),
                 "09000",
                 "{function}"
             );
@@ -332,7 +335,7 @@ mod tests {
     fn trial_end_converts_or_expires() {
         fixture();
         let trial = |product: &str| {
-            json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a2\"}}'::jsonb], 'c0000000-0000-0000-0000-0000000000a2', '{product}', '{ORG_A}')"))["subscription_id"].as_str().unwrap().to_owned()
+            json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2026-01-15T00:00:00Z\"}}'), ARRAY['{{\"feature_id\": \"f0000000-0000-0000-0000-0000000000a2\"}}'::jsonb], '{CUSTOMER_A2}', '{product}', '{ORG_A}')"))["subscription_id"].as_str().unwrap().to_owned()
         };
         let paid = trial("b0000000-0000-0000-0000-0000000000a1");
         let r = json(&format!(
@@ -377,11 +380,11 @@ mod tests {
         Spi::run(&format!("INSERT INTO checkout.users (id, organization_id, email) VALUES ('e0000000-0000-0000-0000-0000000000a1', '{ORG_A}', 'ops@example.com')")).unwrap();
         Spi::run("SET LOCAL checkout.actor = 'e0000000-0000-0000-0000-0000000000a1'; SET LOCAL checkout.change_reason = 'ticket 42'").unwrap();
         Spi::run(&format!(
-            "UPDATE checkout.subscriptions SET amount = 1200 WHERE id = {SUB}"
+            "UPDATE checkout.subscriptions SET amount = 1200 WHERE id = '{SUBSCRIPTION_A1}'"
         ))
         .unwrap();
         // new_values: the changed columns only (updated_at is now(), the same in one transaction).
-        let row = text(&format!("SELECT change_type || ' ' || changed_by || ' ' || changed_by_type || ' ' || reason || ' ' || (old_values->>'amount') || ' ' || new_values::text FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type = 'updated'"));
+        let row = text(&format!("SELECT change_type || ' ' || changed_by || ' ' || changed_by_type || ' ' || reason || ' ' || (old_values->>'amount') || ' ' || new_values::text FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}' AND change_type = 'updated'"));
         assert_eq!(
             row,
             "updated e0000000-0000-0000-0000-0000000000a1 user ticket 42 1000 {\"amount\": 1200}"
@@ -393,12 +396,12 @@ mod tests {
             ", true, 'asked', 'e0000000-0000-0000-0000-0000000000a1'",
         );
         assert_eq!(audit(), "created updated cancelled");
-        assert_eq!(text(&format!("SELECT changed_by || ' ' || reason FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type = 'cancelled'")), "e0000000-0000-0000-0000-0000000000a1 asked");
+        assert_eq!(text(&format!("SELECT changed_by || ' ' || reason FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}' AND change_type = 'cancelled'")), "e0000000-0000-0000-0000-0000000000a1 asked");
         // An update that changes nothing but updated_at still records that (direct SQL touched it);
         // one that matches no row records nothing.
         Spi::run("UPDATE checkout.subscriptions SET amount = amount WHERE false").unwrap();
         Spi::run(&format!(
-            "DELETE FROM checkout.subscriptions WHERE id = {SUB}"
+            "DELETE FROM checkout.subscriptions WHERE id = '{SUBSCRIPTION_A1}'"
         ))
         .unwrap();
         assert_eq!(audit(), "created updated cancelled deleted");
@@ -436,17 +439,17 @@ mod tests {
         expected["replayed"] = true.into();
         assert_eq!(replay, expected);
         assert_eq!(text("SELECT checkout_test.row_counts()"), before);
-        assert_eq!(sqlstate_of(&format!("SELECT checkout.cancel_subscription_atomic({SUB}, '{ORG_A}', false, NULL, NULL, 'k-cancel')")), "55000");
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.cancel_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', false, NULL, NULL, 'k-cancel')")), "55000");
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.expire_subscription({SUB}, '{ORG_A}', NULL, NULL, 'k-cancel')"
+                "SELECT checkout.expire_subscription('{SUBSCRIPTION_A1}', '{ORG_A}', NULL, NULL, 'k-cancel')"
             )),
             "55000"
         );
         // A refused call rolls its key back: the key is free for a retry.
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.renew_subscription_period({SUB}, '{ORG_A}', NULL, NULL, 'k-refused')"
+                "SELECT checkout.renew_subscription_period('{SUBSCRIPTION_A1}', '{ORG_A}', NULL, NULL, 'k-refused')"
             )),
             "09000"
         );
@@ -463,8 +466,8 @@ mod tests {
     #[pg_test]
     fn keys_of_reactivate_plan_past_due_trial_end_replay_or_refuse() {
         fixture();
-        let sub = SUB.trim_matches('\'');
-        let trial = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2099-01-15T00:00:00Z\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let sub = SUBSCRIPTION_A1;
+        let trial = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2099-01-15T00:00:00Z\"}}'), NULL, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')"));
         assert_eq!(trial["status"], "trialing");
         let trial = trial["subscription_id"].as_str().unwrap().to_owned();
         // `call` with its key, then `other` (the same key, other parameters) on subscription `id`.
@@ -500,21 +503,21 @@ mod tests {
             assert_eq!(text(&row), before, "{call}");
         };
         check(
-            &format!("mark_subscription_past_due({SUB}, '{ORG_A}', 'card declined', p_idempotency_key => 'k-past-due')"),
-            &format!("mark_subscription_past_due({SUB}, '{ORG_A}', 'insufficient funds', p_idempotency_key => 'k-past-due')"),
+            &format!("mark_subscription_past_due('{SUBSCRIPTION_A1}', '{ORG_A}', 'card declined', p_idempotency_key => 'k-past-due')"),
+            &format!("mark_subscription_past_due('{SUBSCRIPTION_A1}', '{ORG_A}', 'insufficient funds', p_idempotency_key => 'k-past-due')"),
             sub,
             "past_due",
         );
         check(
-            &format!("change_subscription_plan_atomic({SUB}, '{ORG_A}', 'b0000000-0000-0000-0000-0000000000a2', 2500, p_idempotency_key => 'k-plan')"),
-            &format!("change_subscription_plan_atomic({SUB}, '{ORG_A}', 'b0000000-0000-0000-0000-0000000000a2', 3000, p_idempotency_key => 'k-plan')"),
+            &format!("change_subscription_plan_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', '{PRODUCT_A2}', 2500, p_idempotency_key => 'k-plan')"),
+            &format!("change_subscription_plan_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', '{PRODUCT_A2}', 3000, p_idempotency_key => 'k-plan')"),
             sub,
             "past_due",
         );
         call("cancel_subscription_atomic", "");
         check(
-            &format!("reactivate_subscription_atomic({SUB}, '{ORG_A}', 'came back', p_idempotency_key => 'k-reactivate')"),
-            &format!("reactivate_subscription_atomic({SUB}, '{ORG_A}', 'other reason', p_idempotency_key => 'k-reactivate')"),
+            &format!("reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', 'came back', p_idempotency_key => 'k-reactivate')"),
+            &format!("reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', 'other reason', p_idempotency_key => 'k-reactivate')"),
             sub,
             "active",
         );
@@ -532,13 +535,13 @@ mod tests {
         let counts = text("SELECT checkout_test.row_counts()");
         for other in [
             format!(
-                "mark_subscription_past_due({SUB}, '{ORG_A}', p_idempotency_key => 'k-reactivate')"
+                "mark_subscription_past_due('{SUBSCRIPTION_A1}', '{ORG_A}', p_idempotency_key => 'k-reactivate')"
             ),
             format!(
-                "reactivate_subscription_atomic({SUB}, '{ORG_A}', p_idempotency_key => 'k-past-due')"
+                "reactivate_subscription_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', p_idempotency_key => 'k-past-due')"
             ),
             format!("expire_subscription('{trial}', '{ORG_A}', p_idempotency_key => 'k-trial')"),
-            format!("end_subscription_trial({SUB}, '{ORG_A}', true, p_idempotency_key => 'k-plan')"),
+            format!("end_subscription_trial('{SUBSCRIPTION_A1}', '{ORG_A}', true, p_idempotency_key => 'k-plan')"),
         ] {
             assert_eq!(
                 sqlstate_of(&format!("SELECT checkout.{other}")),
@@ -569,7 +572,7 @@ mod tests {
         assert_ne!(r["canceled_at"], "2000-01-01T00:00:00+00:00");
         // A direct update through the triggers, under the same search_path.
         Spi::run(&format!(
-            "UPDATE checkout.subscriptions SET metadata = '{{\"x\": 1}}' WHERE id = {SUB}"
+            "UPDATE checkout.subscriptions SET metadata = '{{\"x\": 1}}' WHERE id = '{SUBSCRIPTION_A1}'"
         ))
         .unwrap();
         assert_eq!(
@@ -578,7 +581,7 @@ mod tests {
             0
         );
         assert_eq!(audit(), "created cancelled updated");
-        assert_eq!(text(&format!("SELECT new_values::text FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type = 'updated'")), "{\"metadata\": {\"x\": 1}}");
+        assert_eq!(text(&format!("SELECT new_values::text FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}' AND change_type = 'updated'")), "{\"metadata\": {\"x\": 1}}");
     }
 
     #[pg_test]
@@ -591,22 +594,22 @@ mod tests {
         .unwrap();
         // The triggers keep the audit, grants and counters with their own rights.
         Spi::run(&format!(
-            "UPDATE checkout.subscriptions SET status = 'canceled' WHERE id = {SUB}"
+            "UPDATE checkout.subscriptions SET status = 'canceled' WHERE id = '{SUBSCRIPTION_A1}'"
         ))
         .unwrap();
         // ...and the role cannot write the trail itself.
-        assert_eq!(sqlstate_of(&format!("INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type) VALUES ('{ORG_A}', {SUB}, 'updated')")), "42501");
+        assert_eq!(sqlstate_of(&format!("INSERT INTO checkout.subscription_changes (organization_id, subscription_id, change_type) VALUES ('{ORG_A}', '{SUBSCRIPTION_A1}', 'updated')")), "42501");
         Spi::run("RESET ROLE").unwrap();
-        assert_eq!(text(&format!("SELECT change_type || ' ' || changed_by_role FROM checkout.subscription_changes WHERE subscription_id = {SUB} AND change_type <> 'created'")), "updated ck_ops");
+        assert_eq!(text(&format!("SELECT change_type || ' ' || changed_by_role FROM checkout.subscription_changes WHERE subscription_id = '{SUBSCRIPTION_A1}' AND change_type <> 'created'")), "updated ck_ops");
         assert_eq!((grants(), active_flag()), ("a1-".into(), "false 1".into()));
     }
 
     #[pg_test]
     fn a_plan_change_during_a_trial_takes_the_new_products_trial() {
         fixture();
-        let trial = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2099-01-15T00:00:00Z\"}}'), NULL, 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a1', '{ORG_A}')"));
+        let trial = json(&format!("SELECT checkout.create_subscription_atomic(checkout_test.sub('trialing', '{{\"trial_end\": \"2099-01-15T00:00:00Z\"}}'), NULL, '{CUSTOMER_A2}', '{PRODUCT_A1}', '{ORG_A}')"));
         let id = trial["subscription_id"].as_str().unwrap().to_owned();
-        let moved = json(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', 'b0000000-0000-0000-0000-0000000000a2', 2000)"));
+        let moved = json(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', '{PRODUCT_A2}', 2000)"));
         assert_eq!(moved["status"], "trialing");
         assert_eq!(
             count(&format!(
@@ -615,16 +618,16 @@ mod tests {
             2
         );
         // Back to the first product: that trial was used already (by this subscription: allowed).
-        json(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', 'b0000000-0000-0000-0000-0000000000a1', 2000)"));
+        json(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', '{PRODUCT_A1}', 2000)"));
         // Another customer's trialing subscription cannot move onto a product whose trial it had.
-        Spi::run(&format!("UPDATE checkout.trial_history SET subscription_id = NULL WHERE subscription_id = '{id}' AND product_id = 'b0000000-0000-0000-0000-0000000000a2'")).unwrap();
-        Spi::run(&format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end) SELECT '{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', {SUB}, now(), now() ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id")).unwrap();
-        assert_eq!(sqlstate_of(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', 'b0000000-0000-0000-0000-0000000000a2', 2000)")), "09000");
+        Spi::run(&format!("UPDATE checkout.trial_history SET subscription_id = NULL WHERE subscription_id = '{id}' AND product_id = '{PRODUCT_A2}'")).unwrap();
+        Spi::run(&format!("INSERT INTO checkout.trial_history (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end) SELECT '{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A2}', '{SUBSCRIPTION_A1}', now(), now() ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id")).unwrap();
+        assert_eq!(sqlstate_of(&format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', '{PRODUCT_A2}', 2000)")), "09000");
         let converted = json(&format!(
             "SELECT checkout.end_subscription_trial('{id}', '{ORG_A}', true)"
         ));
         assert_eq!(converted["status"], "active");
-        assert_eq!(text(&format!("SELECT string_agg(right(product_id::text, 2) || ':' || converted, ' ' ORDER BY product_id) FROM checkout.trial_history WHERE customer_id = 'c0000000-0000-0000-0000-0000000000a2'")), "a1:true a2:false");
+        assert_eq!(text(&format!("SELECT string_agg(right(product_id::text, 2) || ':' || converted, ' ' ORDER BY product_id) FROM checkout.trial_history WHERE customer_id = '{CUSTOMER_A2}'")), "a1:true a2:false");
     }
 
     #[pg_test]
@@ -639,20 +642,22 @@ mod tests {
             "renew_subscription_period",
         ] {
             assert_eq!(
-                sqlstate_of(&format!("SELECT checkout.{function}({SUB}, '{ORG_A}')")),
+                sqlstate_of(&format!(
+                    "SELECT checkout.{function}('{SUBSCRIPTION_A1}', '{ORG_A}')"
+                )),
                 "42501",
                 "{function}"
             );
         }
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.end_subscription_trial({SUB}, '{ORG_A}', true)"
+                "SELECT checkout.end_subscription_trial('{SUBSCRIPTION_A1}', '{ORG_A}', true)"
             )),
             "42501"
         );
         assert_eq!(
             sqlstate_of(&format!(
-                "SELECT checkout.change_subscription_plan_atomic({SUB}, '{ORG_A}', '{ORG_A}', 1)"
+                "SELECT checkout.change_subscription_plan_atomic('{SUBSCRIPTION_A1}', '{ORG_A}', '{ORG_A}', 1)"
             )),
             "42501"
         );

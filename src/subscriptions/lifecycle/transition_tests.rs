@@ -5,13 +5,11 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod tests {
     use crate::subscriptions::states::allowed;
-    use crate::test_support::ORG_A;
+    use crate::test_support::{CUSTOMER_A2, ORG_A, PRODUCT_A2, SUBSCRIPTION_A1};
     // Written out, not taken from states::LIVE, so a wrong LIVE fails the test.
     const LIVE: [&str; 3] = ["trialing", "active", "past_due"];
     use crate::test_support::{count, fixture, sqlstate_of, text, value};
     use pgrx::prelude::*;
-
-    const SUB: &str = "'d0000000-0000-0000-0000-0000000000a1'";
 
     /// Every status, from the one list the CHECK calls (check_rules).
     const STATUSES: &[&str] = crate::check_rules::SUBSCRIPTION_STATUSES;
@@ -20,7 +18,7 @@ mod tests {
     /// transitions), with its period running.
     fn subscription_in(status: &str) -> String {
         text(&format!("INSERT INTO checkout.subscriptions (organization_id, customer_id, product_id, status, amount, currency, interval, current_period_start, current_period_end, trial_end)
-                       VALUES ('{ORG_A}', 'c0000000-0000-0000-0000-0000000000a2', 'b0000000-0000-0000-0000-0000000000a2', '{status}', 1000, 'usd', 'month', now(), now() + interval '1 month',
+                       VALUES ('{ORG_A}', '{CUSTOMER_A2}', '{PRODUCT_A2}', '{status}', 1000, 'usd', 'month', now(), now() + interval '1 month',
                                CASE WHEN '{status}' = 'trialing' THEN now() + interval '1 week' END) RETURNING id::text"))
     }
 
@@ -67,7 +65,7 @@ mod tests {
             ))
             .unwrap();
         }
-        assert_eq!(sqlstate_of(&format!("UPDATE checkout.subscriptions SET customer_id = 'c0000000-0000-0000-0000-0000000000a2' WHERE id = {SUB}")), "09000");
+        assert_eq!(sqlstate_of(&format!("UPDATE checkout.subscriptions SET customer_id = '{CUSTOMER_A2}' WHERE id = '{SUBSCRIPTION_A1}'")), "09000");
         assert_eq!(count("SELECT count(*) FROM checkout.check_invariants()"), 0);
     }
 
@@ -184,7 +182,7 @@ mod tests {
                             if pending { 0 } else { 1 },
                         ),
                         "change_plan" => (
-                            format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', 'b0000000-0000-0000-0000-0000000000a2', 2000)"),
+                            format!("SELECT checkout.change_subscription_plan_atomic('{id}', '{ORG_A}', '{PRODUCT_A2}', 2000)"),
                             live,
                             format!("{from} {pending} 2000"),
                             1,
