@@ -34,7 +34,7 @@ WHERE EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = $1)
 ON CONFLICT (organization_id, pg_catalog.lower(email)) WHERE deleted_at IS NULL DO UPDATE
 SET external_id = COALESCE(EXCLUDED.external_id, c.external_id), name = COALESCE(EXCLUDED.name, c.name),
     stripe_customer_id = COALESCE(EXCLUDED.stripe_customer_id, c.stripe_customer_id),
-    metadata = c.metadata || EXCLUDED.metadata, updated_at = pg_catalog.now()
+    metadata = c.metadata || EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
 RETURNING c.id, c.xmax = 0";
 
 /// The seed's signature. Returns `{"customer_id", "created"}`.

@@ -45,6 +45,27 @@ mod tests {
         );
         assert_eq!(sqlstate_of(&variant), "39P01");
         assert_eq!(text("SELECT checkout_test.row_counts()"), before);
+        // A Citus shard of the table (checkout.<table>_<shard id>, created by Citus with the
+        // table's triggers) is the table; a look-alike name is not.
+        Spi::run(
+            "CREATE TABLE checkout.customers_102008 (LIKE checkout.customers INCLUDING DEFAULTS);
+             CREATE TRIGGER track AFTER INSERT ON checkout.customers_102008
+               FOR EACH ROW EXECUTE FUNCTION checkout.track_customer_email();
+             CREATE TABLE checkout.customers_10x (LIKE checkout.customers INCLUDING DEFAULTS);
+             CREATE TRIGGER track AFTER INSERT ON checkout.customers_10x
+               FOR EACH ROW EXECUTE FUNCTION checkout.track_customer_email();",
+        )
+        .unwrap();
+        let shard_row = |table: &str| {
+            // Customer b1 exists in checkout.customers, so its new variant satisfies the foreign key.
+            format!("INSERT INTO checkout.{table} (id, organization_id, email) VALUES ('{CUSTOMER_B1}', '{ORG_B}', 'shard@example.com')")
+        };
+        assert_eq!(sqlstate_of(&shard_row("customers_10x")), "39P01");
+        assert_eq!(sqlstate_of(&shard_row("customers_102008")), "00000");
+        assert_eq!(
+            text(&format!("SELECT email_normalized FROM checkout.customer_email_variants WHERE organization_id = '{ORG_B}' AND email_normalized LIKE 'shard%'")),
+            "shard@example.com"
+        );
     }
 
     #[pg_test]

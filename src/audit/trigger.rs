@@ -64,7 +64,9 @@ pub struct Firing<'a> {
 
 /// Checks that `checkout.<function>()` fires as a row trigger of `checkout.<table>` at `when`, and
 /// raises 39P01 otherwise: attached to another table (only the owner can attach it), it writes
-/// nothing. The table is compared by OID, so a same-named table elsewhere is another table.
+/// nothing. The table is compared by OID, so a same-named table elsewhere is another table; on a
+/// Citus node the trigger fires on the table's shards (`checkout.<table>_<shard id>`), which Citus
+/// creates with the table's triggers.
 pub fn fired<'a>(
     trigger: &'a PgTrigger<'a>,
     function: &str,
@@ -79,7 +81,7 @@ pub fn fired<'a>(
         When::Before => pg_sys::TRIGGER_EVENT_BEFORE,
         When::After => pg_sys::TRIGGER_EVENT_AFTER,
     };
-    if relation.rd_id != checkout_table(table)
+    if (relation.rd_id != checkout_table(table) && !is_shard_of(relation, table))
         || event & pg_sys::TRIGGER_EVENT_ROW == 0
         || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != timing
     {
@@ -128,6 +130,27 @@ fn checkout_table(table: &CStr) -> Oid {
         }
         pg_sys::get_relname_relid(table.as_ptr(), schema)
     }
+}
+
+/// Whether `relation` is a Citus shard of `checkout.<table>`: named `<table>_<shard id>` in schema
+/// checkout (where only checkout's owner creates tables; Citus creates the shards as that owner).
+fn is_shard_of(relation: &pg_sys::RelationData, table: &CStr) -> bool {
+    // SAFETY: rd_rel of an open relation is its valid pg_class row; relname is NUL-terminated.
+    let (name, namespace) = unsafe {
+        let class = &*relation.rd_rel;
+        (
+            CStr::from_ptr(class.relname.data.as_ptr()),
+            class.relnamespace,
+        )
+    };
+    // SAFETY: a catalog cache lookup of a NUL-terminated name; missing_ok.
+    let checkout = unsafe { pg_sys::get_namespace_oid(c"checkout".as_ptr(), true) };
+    let (name, table) = (name.to_bytes(), table.to_bytes());
+    namespace == checkout
+        && name.len() > table.len() + 1
+        && name.starts_with(table)
+        && name[table.len()] == b'_'
+        && name[table.len() + 1..].iter().all(u8::is_ascii_digit)
 }
 
 /// The relation as the PL/pgSQL functions wrote `TG_RELID::regclass` under their

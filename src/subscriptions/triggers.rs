@@ -275,7 +275,7 @@ const TRIAL_RECORD_SQL: &str = "
 INSERT INTO checkout.trial_history AS t (organization_id, customer_id, product_id, subscription_id, trial_start, trial_end)
 VALUES ($1, $2, $3, $4, LEAST(COALESCE($5, pg_catalog.now()), COALESCE($6, $7)), COALESCE($6, $7))
 ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE
-SET subscription_id = EXCLUDED.subscription_id, updated_at = pg_catalog.now()
+SET subscription_id = EXCLUDED.subscription_id, updated_at = EXCLUDED.updated_at
 WHERE t.subscription_id IS NULL OR t.subscription_id OPERATOR(pg_catalog.=) EXCLUDED.subscription_id";
 
 // Grants and trial of a subscription: $1 organization, $2 subscription.

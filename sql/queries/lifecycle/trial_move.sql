@@ -9,5 +9,5 @@ SELECT sub.organization_id, sub.customer_id, $3, sub.id,
        coalesce(sub.trial_end, sub.current_period_end)
 FROM checkout.subscriptions sub WHERE sub.organization_id = $1 AND sub.id = $2
 ON CONFLICT (organization_id, customer_id, product_id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id,
-  updated_at = pg_catalog.now()
+  updated_at = EXCLUDED.updated_at
 WHERE t.subscription_id IS NULL OR t.subscription_id = EXCLUDED.subscription_id
