@@ -171,7 +171,7 @@ fn plan_change_type(old: (i64, &str, i32), new: (i64, &str, i32)) -> &'static st
 /// features (as in create_subscription_atomic; NULL = none): grants the new plan lacks are revoked.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the SQL signature: one argument per SQL parameter
 fn change_subscription_plan_atomic(
     p_subscription_id: Option<Uuid>,
     p_organization_id: Option<Uuid>,
