@@ -62,4 +62,4 @@ SELECT job, last_run_at, next_run_at FROM maintenance_status();
 \echo '--- checkout.verify(): failing checks (none expected), then the total'
 SELECT "check", detail FROM verify() WHERE NOT ok;
 SELECT count(*) AS checks, count(*) FILTER (WHERE ok) AS ok FROM verify();
-\echo 'Demo done. The two ERROR lines above were expected. Next: the README'"'"'s "Try it" session.'
+\echo 'Demo done. The two ERROR lines above were expected. Next: the Try it session in README.md.'
