@@ -242,6 +242,7 @@ ALTER TABLE checkout.idempotency_keys
   ADD CONSTRAINT idempotency_keys_status_check CHECK (status IN ('pending', 'processing', 'completed', 'failed'));
 DROP TABLE checkout.import_report;
 DROP FUNCTION checkout.import_seed(text, boolean), checkout.email_is_valid(text);
+DROP FUNCTION checkout.distribute(), checkout.distribution_state(), checkout.distributed_tables();
 DROP FUNCTION checkout.is_subscription_status(text), checkout.is_billing_interval(text), checkout.is_change_type(text),
   checkout.is_actor_type(text), checkout.is_idempotency_status(text);
 

@@ -181,7 +181,9 @@ AS $verify$
     ('trigger', 'subscriptions_guard', 'subscriptions'),
     ('trigger', 'subscriptions_audit', 'subscriptions'),
     ('trigger', 'subscriptions_stamp_ended', 'subscriptions'),
-    ('table', 'maintenance_runs', NULL)
+    ('table', 'maintenance_runs', NULL),
+    ('function', 'checkout.distribute()', NULL),
+    ('function', 'checkout.distribution_state()', NULL)
   ), found AS (
     SELECT e.kind, e.name,
       CASE e.kind
@@ -219,6 +221,9 @@ AS $verify$
   WHERE c.relnamespace = 'checkout'::regnamespace AND c.relkind = 'r' AND i.indisunique
     -- the tenants themselves, and the operational tables whose rows may belong to no organization
     AND c.relname NOT IN ('organizations', 'reconciliation_queue', 'maintenance_runs')
+  UNION ALL
+  -- Citus: single server, installed but not distributed, or how far checkout.distribute() went.
+  SELECT 'distribution: ' || d.state, d.ok, d.detail FROM checkout.distribution_state() d
   UNION ALL
   -- A SECURITY DEFINER trigger function PUBLIC may execute could be attached to anyone's table.
   SELECT 'privilege: PUBLIC cannot execute the trigger functions',

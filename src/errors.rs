@@ -33,6 +33,9 @@ pub enum Kind {
     CheckViolation,
     /// 3F000 invalid_schema_name: `import_seed`'s source schema does not exist.
     NoSuchSchema,
+    /// 0A000 feature_not_supported: on a Citus cluster, a call that cannot run whole on its
+    /// tenant's node (the seed form of check_trial_eligibility, which names no organization).
+    NotOnThisCluster,
     /// XX000 internal_error: a bug in checkout (never expected; please report it).
     Internal,
 }
@@ -50,6 +53,7 @@ impl Kind {
             Kind::TriggerProtocol => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Kind::CheckViolation => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             Kind::NoSuchSchema => PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
+            Kind::NotOnThisCluster => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             Kind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

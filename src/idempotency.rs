@@ -20,6 +20,17 @@ WHERE EXISTS (SELECT 1 FROM checkout.organizations o WHERE o.id = $1)
 ON CONFLICT (organization_id, key) DO NOTHING
 RETURNING 1";
 
+/// The same on a Citus cluster, which fails an `INSERT ... SELECT` that inserts nothing on conflict
+/// ("consistency check on SPI tuple count failed", seen with 16 sessions on one key): the
+/// organization is checked first (ORGANIZATION_SQL), and the key inserted from VALUES.
+const CLAIM_VALUES_SQL: &str = "
+INSERT INTO checkout.idempotency_keys (organization_id, key, operation, request_hash, status, expires_at)
+VALUES ($1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4, 'UTF8')), 'hex'), 'processing',
+        pg_catalog.now() + pg_catalog.make_interval(secs => $5))
+ON CONFLICT (organization_id, key) DO NOTHING
+RETURNING 1";
+const ORGANIZATION_SQL: &str = "SELECT 1 FROM checkout.organizations o WHERE o.id = $1";
+
 /// The key's state (KeyState::read). Read first without a lock: a replay (the common retry) then
 /// writes nothing, so its commit needs no WAL flush.
 macro_rules! key_state_sql {
@@ -97,9 +108,17 @@ pub fn claim(
             return state.replay(organization, key, operation);
         }
     }
+    let claim = if crate::citus::distributed() {
+        if select(client, ORGANIZATION_SQL, Some(1), &[organization.into()]).is_empty() {
+            not_found(organization, key);
+        }
+        CLAIM_VALUES_SQL
+    } else {
+        CLAIM_SQL
+    };
     let inserted = update(
         client,
-        CLAIM_SQL,
+        claim,
         None,
         &[
             organization.into(),
@@ -123,12 +142,7 @@ pub fn claim(
     let Some(row) = first_row(update(client, EXISTING_SQL, Some(1), &args())) else {
         // No key and nothing inserted: the organization does not exist. (A key deleted by cleanup
         // between the two statements lands here too; a retry inserts it afresh.)
-        raise(
-            Kind::NotFound,
-            "organization not found",
-            Some(format!("organization_id: {organization}, key: {key}")),
-            None,
-        );
+        not_found(organization, key);
     };
     let state = KeyState::read(&row);
     if !state.expired && state.status == "completed" {
@@ -224,4 +238,14 @@ pub fn complete(client: &mut SpiClient<'_>, owned: &Owned, response: &serde_json
             JsonB(response.clone()).into(),
         ],
     );
+}
+
+#[track_caller]
+fn not_found(organization: Uuid, key: &str) -> ! {
+    raise(
+        Kind::NotFound,
+        "organization not found",
+        Some(format!("organization_id: {organization}, key: {key}")),
+        None,
+    )
 }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod check_rules;
+mod citus;
 mod customers;
 mod email;
 mod errors;

@@ -76,12 +76,16 @@ pub struct Lookups {
     pushed: bool,
     open: RefCell<Vec<pg_sys::Relation>>,
     indexes: RefCell<Vec<(pg_sys::Oid, pg_sys::Relation)>>,
+    /// On a Citus node: the shard of each table that holds the tenant's rows (`crate::citus`).
+    shards: Vec<(&'static CStr, i64)>,
 }
 
-/// One table of schema checkout, open for lookups while its `Lookups` lives.
+/// One table of schema checkout (or its shard), open for lookups while its `Lookups` lives.
 #[derive(Clone, Copy)]
 pub struct Table<'a> {
     rel: pg_sys::Relation,
+    /// The shard id when `rel` is a Citus shard: its indexes are named `<index>_<shard id>`.
+    shard: Option<i64>,
     _open_in: PhantomData<&'a Lookups>,
 }
 
@@ -162,18 +166,36 @@ impl Lookups {
                 pushed: fresh,
                 open: RefCell::new(Vec::new()),
                 indexes: RefCell::new(Vec::new()),
+                shards: Vec::new(),
             }
         }
     }
 
-    /// Opens `checkout.<name>` (a table) under AccessShareLock.
+    /// The same on a Citus node: each table in `shards` is read through its shard, which must be
+    /// on this node (a call delegated to its tenant's node finds it there).
+    pub fn begin_on_shards(snapshot: Snapshot, shards: Vec<(&'static CStr, i64)>) -> Self {
+        let mut lookups = Lookups::begin(snapshot);
+        lookups.shards = shards;
+        lookups
+    }
+
+    /// Opens `checkout.<name>` (a table, or the tenant's shard of it) under AccessShareLock.
     pub fn table(&self, name: &'static CStr) -> Table<'_> {
-        let oid = locked(name, pg_sys::RELKIND_RELATION);
+        let shard = self
+            .shards
+            .iter()
+            .find(|(t, _)| *t == name)
+            .map(|(_, s)| *s);
+        let oid = match shard {
+            None => locked(name, pg_sys::RELKIND_RELATION),
+            Some(id) => shard_locked(name, id, pg_sys::RELKIND_RELATION),
+        };
         // SAFETY: locked() holds AccessShareLock on a relation that still exists.
         let rel = unsafe { pg_sys::relation_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE) };
         self.open.borrow_mut().push(rel);
         Table {
             rel,
+            shard,
             _open_in: PhantomData,
         }
     }
@@ -182,7 +204,11 @@ impl Lookups {
     /// column. Between a package update and `ALTER EXTENSION checkout UPDATE`, the library runs
     /// over an older release's keys: callers pick the lookup those keys allow.
     pub fn leads_with(&self, table: Table<'_>, index: &'static CStr, column: &str) -> bool {
-        if try_oid(index, pg_sys::RELKIND_INDEX).is_none() {
+        let exists = match table.shard {
+            None => try_oid(index, pg_sys::RELKIND_INDEX).is_some(),
+            Some(id) => shard_oid(index, id, pg_sys::RELKIND_INDEX).is_some(),
+        };
+        if !exists {
             return false;
         }
         let (irel, _) = self.index(table, index);
@@ -325,12 +351,19 @@ impl Lookups {
     /// (indcheckxmin) is skipped, as the planner skips it, until its pg_index row is older than the
     /// transaction's xmin; the table is scanned instead.
     fn index(&self, table: Table<'_>, name: &'static CStr) -> (pg_sys::Relation, bool) {
-        let oid = oid(name, pg_sys::RELKIND_INDEX);
+        let oid = match table.shard {
+            None => oid(name, pg_sys::RELKIND_INDEX),
+            Some(id) => shard_oid(name, id, pg_sys::RELKIND_INDEX)
+                .unwrap_or_else(|| shard_missing(name, id)),
+        };
         if let Some(&(_, irel)) = self.indexes.borrow().iter().find(|(o, _)| *o == oid) {
             // SAFETY: an index this set of lookups opened.
             return (irel, unsafe { usable_by_snapshot(irel) });
         }
-        let oid = locked(name, pg_sys::RELKIND_INDEX);
+        let oid = match table.shard {
+            None => locked(name, pg_sys::RELKIND_INDEX),
+            Some(id) => shard_locked(name, id, pg_sys::RELKIND_INDEX),
+        };
         // SAFETY: locked() holds AccessShareLock on an index that still exists; the checks read
         // the open index's relcache entry.
         unsafe {
@@ -615,6 +648,56 @@ fn locked(name: &'static CStr, kind: u8) -> pg_sys::Oid {
         }
     }
     missing(name)
+}
+
+/// The OID of the Citus shard `checkout.<name>_<shard>` (a relation of the given kind), locked in
+/// AccessShareLock and looked up again once the lock is granted, as `locked` does. Not cached:
+/// shards move between nodes.
+fn shard_locked(name: &'static CStr, shard: i64, kind: u8) -> pg_sys::Oid {
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    let Some(oid) = shard_oid(name, shard, kind) else {
+        shard_missing(name, shard)
+    };
+    // SAFETY: as in locked().
+    unsafe { pg_sys::LockRelationOid(oid, lock) };
+    if shard_oid(name, shard, kind) != Some(oid) {
+        // SAFETY: the lock taken above.
+        unsafe { pg_sys::UnlockRelationOid(oid, lock) };
+        shard_missing(name, shard)
+    }
+    oid
+}
+
+/// Whether this node holds the Citus shard `checkout.<table>_<shard>`.
+pub fn shard_is_here(table: &CStr, shard: i64) -> bool {
+    shard_oid(table, shard, pg_sys::RELKIND_RELATION).is_some()
+}
+
+/// The OID of `checkout.<name>_<shard>`, a relation of the given kind, if this node has it.
+fn shard_oid(name: &CStr, shard: i64, kind: u8) -> Option<pg_sys::Oid> {
+    let shard_name = std::ffi::CString::new(format!("{}_{shard}", name.to_string_lossy())).ok()?;
+    // SAFETY: catalog lookups by NUL-terminated names.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
+        if schema == pg_sys::InvalidOid {
+            return None;
+        }
+        let oid = pg_sys::get_relname_relid(shard_name.as_ptr(), schema);
+        (oid != pg_sys::InvalidOid && pg_sys::get_rel_relkind(oid) as u8 == kind).then_some(oid)
+    }
+}
+
+#[track_caller]
+fn shard_missing(name: &CStr, shard: i64) -> ! {
+    raise(
+        Kind::NotOnThisCluster,
+        format!(
+            "checkout: the tenant's shard checkout.{}_{shard} is not on this node",
+            name.to_string_lossy()
+        ),
+        None,
+        Some("Call checkout's functions through the coordinator of a cluster distributed by checkout.distribute(): each runs on its tenant's node."),
+    )
 }
 
 /// The OID of `checkout.<name>`, a relation of the given kind, through the cache.

@@ -98,6 +98,21 @@ pub fn not_null<T>(value: SpiResult<Option<T>>, column: &str) -> T {
     }
 }
 
+/// `now()`: the start of the transaction, for statements that take it as a parameter (Citus
+/// refuses functions in some places of an UPDATE on a distributed table).
+pub fn transaction_start() -> pgrx::datum::TimestampWithTimeZone {
+    // SAFETY: reads the transaction's start time, always set inside a transaction.
+    let now = unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() };
+    pgrx::datum::TimestampWithTimeZone::try_from(now).unwrap_or_else(|_| {
+        crate::errors::raise(
+            crate::errors::Kind::Internal,
+            "checkout: transaction start out of range",
+            None,
+            None,
+        )
+    })
+}
+
 /// A statement of `sql/queries/` as a `&'static str` (kept plans are keyed by its address), built
 /// once per backend with each `{name}` placeholder replaced: `query!("file.sql", "name" => text)`.
 macro_rules! query {

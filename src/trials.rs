@@ -30,7 +30,30 @@ pub fn eligibility(
     snapshot: Snapshot,
 ) -> Eligibility {
     let checked_form = email.map(canonical);
-    let lookups = Lookups::begin(snapshot);
+    let lookups = if crate::citus::distributed() {
+        // The tenant's shards, on the node its calls are delegated to. The seed form names no
+        // organization, so neither its shards nor its node are known.
+        let Some(organization) = organization else {
+            raise(
+                Kind::NotOnThisCluster,
+                "check_trial_eligibility without p_organization_id is not available on a distributed install",
+                Some(format!("customer_id: {customer}")),
+                Some("Call check_trial_eligibility(p_organization_id, p_customer_id, p_product_id, p_email)."),
+            )
+        };
+        let tables = [
+            c"customers",
+            c"products",
+            c"trial_history",
+            c"customer_email_variants",
+        ];
+        Lookups::begin_on_shards(
+            snapshot,
+            crate::citus::tenant_shards(&organization, &tables),
+        )
+    } else {
+        Lookups::begin(snapshot)
+    };
     let customers = lookups.table(c"customers");
     let mut found: Option<(Uuid, String)> = None;
     // Tenant-first: with the organization, the primary key; the seed form, which has none,

@@ -1,5 +1,5 @@
 -- The tenant check, one row: customer found (not deleted), product found, features found, all in
--- the organization ($1 organization, $2 customer, $3 product, {features} the feature ids). No row
+-- the organization ($1 organization, $2 customer, $3 product, and the feature ids (a placeholder)). No row
 -- lock: the unique index decides races (ON CONFLICT in create_subscription.sql), and the customer
 -- row is locked by the counter update anyway.
 SELECT EXISTS (SELECT 1 FROM checkout.customers c

@@ -30,13 +30,27 @@ fn tenant_sql() -> &'static str {
     query!("tenant_check.sql", "features" => "$4")
 }
 
-/// Every write of a creation in one statement (sql/queries/create_subscription.sql).
+/// Every write of a creation in one statement (sql/queries/create_subscription.sql), with the
+/// audit row, counters and metrics the triggers would write.
 fn create_sql() -> &'static str {
     query!(
         "create_subscription.sql",
-        "tenant" => &include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/tenant_check.sql"))
-            .replace("{features}", "$19")
+        "tenant" => &tenant_in_create(),
+        "derived" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/create_subscription_derived.sql")).trim_end()
     )
+}
+
+/// The same on a Citus cluster, where the triggers write them (see the statement's comment).
+fn create_sql_distributed() -> &'static str {
+    query!("create_subscription.sql", "tenant" => &tenant_in_create(), "derived" => "")
+}
+
+fn tenant_in_create() -> String {
+    include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sql/queries/tenant_check.sql"
+    ))
+    .replace("{features}", "$19")
 }
 
 /// A granted trial is claimed on the unique (organization, customer, product) before the
@@ -204,6 +218,7 @@ fn create_subscription_atomic(
     let elements = feature_elements(p_features).unwrap_or_else(|e| invalid(e));
     let features = input::features(&elements).unwrap_or_else(|e| invalid(e));
 
+    crate::citus::require_tenant_node(OPERATION, &organization);
     Spi::connect_mut(|client| {
         let key = match p_idempotency_key {
             None => None,
@@ -307,16 +322,22 @@ fn create_subscription_atomic(
             .zip(features.iter().map(|f| JsonB(f.metadata.clone())))
             .unzip();
         let version = |v: &Option<String>| v.as_deref().map(parse_uuid);
-        // This statement writes its own audit row and counters: the audit trigger stays out.
+        // This statement writes its own audit row and counters, and the audit trigger stays out;
+        // on a Citus cluster the trigger writes them (create_sql_distributed).
+        let distributed = crate::citus::distributed();
         let _audit = audit::begin(Change {
             change_type: "created",
             changed_by: None,
-            reason: None,
-            self_audited: true,
+            reason: Some(OPERATION.to_owned()),
+            self_audited: !distributed,
         });
         let created = update(
             client,
-            create_sql(),
+            if distributed {
+                create_sql_distributed()
+            } else {
+                create_sql()
+            },
             None,
             &[
                 organization.into(),

@@ -1,12 +1,12 @@
 //! The frame every lifecycle function shares: the required arguments, the idempotency key, the
 //! acting user, the row lock, and the answer. The entry points (mod.rs) only decide what changes.
-use super::statement;
+use super::{returning, statement};
 use crate::audit::{self, Change};
 use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
 use crate::plans::{first_row, not_null, ok, select, update};
 use crate::subscriptions::ACTIVE_SQL;
-use pgrx::datum::DatumWithOid;
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Value};
@@ -37,6 +37,8 @@ pub struct Locked {
     pub cancel_pending: bool,
     pub in_period: bool,
     pub row: Value,
+    /// Where a renewal's next period ends by default.
+    pub next_period_end: TimestampWithTimeZone,
 }
 
 /// One lifecycle call: who asks, about which subscription.
@@ -48,13 +50,16 @@ pub struct Call {
 }
 
 impl Call {
-    /// Tells the audit trigger what this call does while `sql` runs, then returns the row.
+    /// Tells the audit trigger what this call does while `sql` runs, then returns the row. On a
+    /// Citus cluster a write whose answer comes from `RETURNING` (Citus refuses the JSON functions
+    /// there) runs as `distributed` (returning the id), and the row is read after it.
     #[track_caller]
     pub fn write(
         &self,
         client: &mut SpiClient<'_>,
         change_type: &'static str,
         sql: &'static str,
+        distributed: Option<&'static str>,
         args: &[DatumWithOid<'_>],
     ) -> Option<Value> {
         let _scope = audit::begin(Change {
@@ -63,9 +68,24 @@ impl Call {
             reason: self.reason.clone(),
             self_audited: false,
         });
-        first_row(update(client, sql, None, args))
-            .and_then(|row| ok(row.get::<JsonB>(1)))
-            .map(|j| j.0)
+        let json = |table| {
+            first_row(table)
+                .and_then(|row| ok(row.get::<JsonB>(1)))
+                .map(|j| j.0)
+        };
+        match distributed.filter(|_| crate::citus::distributed()) {
+            None => json(update(client, sql, None, args)),
+            Some(sql) => {
+                first_row(update(client, sql, None, args))?;
+                let key = [self.organization.into(), self.id.into()];
+                json(select(
+                    client,
+                    statement!("lifecycle/read.sql"),
+                    Some(1),
+                    &key,
+                ))
+            }
+        }
     }
 
     #[track_caller]
@@ -82,13 +102,9 @@ impl Call {
             status.into(),
             cancellation_reason.into(),
         ];
-        self.write(
-            client,
-            change_type,
-            statement!("lifecycle/set_status.sql"),
-            &args,
-        )
-        .unwrap_or_else(|| self.vanished())
+        let (sql, distributed) = returning!("lifecycle/set_status.sql");
+        self.write(client, change_type, sql, Some(distributed), &args)
+            .unwrap_or_else(|| self.vanished())
     }
 
     #[track_caller]
@@ -99,14 +115,11 @@ impl Call {
             self.id.into(),
             pending.into(),
             self.reason.as_deref().into(),
+            crate::plans::transaction_start().into(),
         ];
-        self.write(
-            client,
-            change_type,
-            statement!("lifecycle/set_pending_cancel.sql"),
-            &args,
-        )
-        .unwrap_or_else(|| self.vanished())
+        let (sql, distributed) = returning!("lifecycle/set_pending_cancel.sql");
+        self.write(client, change_type, sql, Some(distributed), &args)
+            .unwrap_or_else(|| self.vanished())
     }
 
     #[track_caller]
@@ -173,6 +186,7 @@ pub fn run(
         changed_by: request.changed_by,
         reason: request.reason.map(str::to_owned),
     };
+    crate::citus::require_tenant_node(request.operation, &call.organization);
     pgrx::spi::Spi::connect_mut(|client| {
         let key_id = match request.key {
             None => None,
@@ -241,6 +255,7 @@ pub fn run(
             cancel_pending: not_null(row.get(7), "subscriptions.cancel_at_period_end"),
             in_period: not_null(row.get(8), "period check"),
             row: not_null(row.get::<JsonB>(9), "subscription").0,
+            next_period_end: not_null(row.get(10), "next period end"),
         };
         let (changed, change_type, mut response) = match act(client, &call, &locked) {
             Some((change_type, row)) => (true, Some(change_type), row),

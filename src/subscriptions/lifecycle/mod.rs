@@ -39,6 +39,18 @@ macro_rules! statement {
 }
 use statement;
 
+/// A write answering with `RETURNING {subscription}`, and the same write returning the id for a
+/// Citus cluster (`Call::write`).
+macro_rules! returning {
+    ($file:literal) => {
+        (
+            statement!($file),
+            crate::plans::query!($file, "subscription" => "sub.id"),
+        )
+    };
+}
+use returning;
+
 const PLAN_TENANT_SQL: &str = "
 SELECT EXISTS (SELECT 1 FROM checkout.products p WHERE p.organization_id = $1 AND p.id = $2),
        (SELECT pg_catalog.count(*) FROM checkout.features f WHERE f.organization_id = $1 AND f.id = ANY ($3))";
@@ -283,6 +295,7 @@ fn change_subscription_plan_atomic(
                     client,
                     change_type,
                     statement!("lifecycle/change_plan.sql"),
+                    None,
                     &args,
                 )
                 .unwrap_or_else(|| call.vanished());
@@ -321,12 +334,10 @@ fn renew_subscription_period(
                     "Reactivate a subscription set to cancel at period end before renewing it.",
                 );
             }
-            let args = [
-                call.organization.into(),
-                call.id.into(),
-                p_period_end.into(),
-            ];
-            let row = call.write(client, "renewed", statement!("lifecycle/renew.sql"), &args);
+            let end = p_period_end.unwrap_or(s.next_period_end);
+            let args = [call.organization.into(), call.id.into(), end.into()];
+            let (sql, distributed) = returning!("lifecycle/renew.sql");
+            let row = call.write(client, "renewed", sql, Some(distributed), &args);
             match row {
                 Some(row) => Some(("renewed", row)),
                 None => raise(

@@ -1,0 +1,169 @@
+# Issue 17: checkout distributed by Citus. A coordinator and two workers (PostgreSQL 15, the one
+# server scripts/setup builds Citus for), checkout.distribute(), then the contract through the
+# coordinator: tenants on different workers, the lifecycle and its audit, replays, the state
+# machine, trial abuse within a tenant and not across, refunds, webhooks, 16-session races on one
+# pair and on one key, a shard move under writes, check_invariants() and verify().
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../../scripts/env.sh"
+[ "$E2E_VERSION" = 15 ] || { echo "skipped: Citus is built for PostgreSQL 15 here"; exit 0; }
+[ -f "$("$E2E_BIN/pg_config" --pkglibdir)/citus.so" ] \
+  || skip "Citus is not installed for PostgreSQL 15 (scripts/setup builds it from ../shared/vendor)"
+
+base=$((E2E_PORT + 300)) # coordinator; the workers on base + 1 and base + 2
+nodes=($base $((base + 1)) $((base + 2)))
+dir() { echo "$PGDATA_BASE/citus-$1"; }
+cleanup() { for p in "${nodes[@]}"; do stop_cluster 15 "$(dir "$p")" || true; rm -rf "$(dir "$p")" || true; done; }
+trap cleanup EXIT
+cleanup
+for p in "${nodes[@]}"; do
+  start_cluster 15 "$(dir "$p")" "$p" "shared_preload_libraries = 'citus'" "citus.enable_unsafe_triggers = on" \
+    "max_prepared_transactions = 100" "max_connections = 100" "fsync = off"
+done
+at() { # PORT [psql args]: quiet, unaligned, stop on error, NOTICEs off
+  local port=$1; shift
+  PGOPTIONS="-c client_min_messages=warning" "$E2E_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"
+}
+C() { at "$base" "$@"; } # the coordinator
+state_of() { C -v VERBOSITY=sqlstate -c "$1" 2>&1 | sed -n 's/^ERROR:  //p'; }
+for p in "${nodes[@]}"; do at "$p" -c "CREATE EXTENSION citus" >/dev/null; done
+C -c "SELECT citus_set_coordinator_host('127.0.0.1', $base)" -c "SELECT citus_add_node('127.0.0.1', $((base + 1)))" \
+  -c "SELECT citus_add_node('127.0.0.1', $((base + 2)))" >/dev/null
+C -c "CREATE EXTENSION checkout" # propagated to the workers
+assert_eq "not distributed" "$(C -c "SELECT state FROM checkout.distribution_state()")" "before distribute()"
+
+# distribute(): organizations a reference table, 14 tenant tables, the tenant functions; again: nothing.
+done_lines=$(C -c "SELECT checkout.distribute()")
+echo "$done_lines" | grep -q '^organizations: reference table$' || fail "organizations: $done_lines"
+assert_eq 14 "$(echo "$done_lines" | grep -c ': distributed by organization_id$')" "tenant tables distributed"
+assert_eq 5 "$(echo "$done_lines" | grep -c 'now ON DELETE NO ACTION$')" "SET NULL foreign keys replaced"
+assert_eq 13 "$(echo "$done_lines" | grep -c "runs on its organization's node$")" "functions delegated"
+assert_eq "already distributed: nothing to do" "$(C -c "SELECT checkout.distribute()")" "distribute() again"
+assert_eq "" "$(C -c "SELECT string_agg(\"check\", ', ') FROM checkout.verify() WHERE NOT ok")" "verify() failures"
+C -c "SELECT detail FROM checkout.verify() WHERE \"check\" = 'distribution: distributed'" | grep -q '14 of 14 tenant tables' \
+  || fail "verify() distribution row"
+
+# Two tenants whose shards are on different workers.
+node_of() { C -c "SELECT n.nodeport FROM pg_dist_placement pl JOIN pg_dist_node n USING (groupid)
+                  WHERE pl.shardid = get_shard_id_for_distribution_column('checkout.users', '$1'::uuid)"; }
+A="" B=""
+for i in $(seq 1 40); do
+  org=$(printf 'a0000000-0000-0000-0000-%012d' "$i")
+  case "$(node_of "$org")" in
+    $((base + 1))) [ -n "$A" ] || A=$org ;;
+    $((base + 2))) [ -n "$B" ] || B=$org ;;
+  esac
+  [ -n "$A" ] && [ -n "$B" ] && break
+done
+[ -n "$A" ] && [ -n "$B" ] || fail "no two tenants on different workers among 40 ids"
+pA1=b0000000-0000-0000-0000-0000000000a1 pA2=b0000000-0000-0000-0000-0000000000a2 pB1=b0000000-0000-0000-0000-0000000000b1
+sso=f0000000-0000-0000-0000-0000000000a1
+C -c "INSERT INTO checkout.organizations (id, name, slug) VALUES ('$A', 'A', 'a'), ('$B', 'B', 'b')" \
+  -c "INSERT INTO checkout.products (id, organization_id, name) VALUES ('$pA1', '$A', 'Pro'), ('$pA2', '$A', 'Team'), ('$pB1', '$B', 'Pro')" \
+  -c "INSERT INTO checkout.features (id, organization_id, key) VALUES ('$sso', '$A', 'sso')"
+json() { C -c "$1" | head -n1; }         # a bare call (Citus delegates only a call that is the whole statement)
+field() { sed -n "s/.*\"$1\": \"\\{0,1\\}\\([^\",}]*\\).*/\\1/p"; }
+upsert() { json "SELECT checkout.upsert_customer_atomic('$1', '$2')"; }
+
+# Customers and trials; the trial check reads the tenant's shards on its worker.
+first=$(upsert "$A" 'Jane.Doe@Gmail.com'); jane=$(echo "$first" | field customer_id)
+assert_eq false "$(upsert "$A" 'jane.doe@gmail.com' | field created)" "second upsert of one email"
+assert_eq "$jane" "$(upsert "$A" 'JANE.DOE@gmail.com' | field customer_id)" "the upserts name one customer"
+trial_of() { json "SELECT checkout.check_trial_eligibility('$1'::uuid, '$2'::uuid, '$3'::uuid)" | field reason; }
+assert_eq no_previous_trial "$(trial_of "$A" "$jane" "$pA1")" "first trial check"
+sub() { echo "'{\"status\": \"$1\", \"amount\": $2, \"currency\": \"usd\", \"interval\": \"month\", \"current_period_start\": \"2026-01-01T00:00:00Z\", \"current_period_end\": \"2099-01-01T00:00:00Z\"${3:-}}'"; }
+create="SELECT checkout.create_subscription_atomic($(sub trialing 100 ', "trial_end": "2099-01-01T00:00:00Z"'), ARRAY['{\"feature_id\": \"$sso\"}'::jsonb], '$jane', '$pA1', '$A', 'key-1')"
+created=$(json "$create"); s1=$(echo "$created" | field subscription_id)
+assert_eq true "$(echo "$created" | field trial_eligible)" "a trial granted"
+replay=$(json "$create")
+assert_eq "$s1 true" "$(echo "$replay" | field subscription_id) $(echo "$replay" | field replayed)" "the key replays"
+assert_eq 55000 "$(state_of "SELECT checkout.create_subscription_atomic($(sub active 999), NULL, '$jane', '$pA1', '$A', 'key-1')")" \
+  "the key with other parameters"
+assert_eq already_had_trial "$(trial_of "$A" "$jane" "$pA1")" "second trial check"
+variant=$(upsert "$A" 'janedoe+promo@gmail.com' | field customer_id)
+assert_eq email_variation_detected "$(trial_of "$A" "$variant" "$pA1")" "a variant address within the tenant"
+other=$(upsert "$B" 'jane.doe@gmail.com' | field customer_id)
+assert_eq no_previous_trial "$(trial_of "$B" "$other" "$pB1")" "the same address in a tenant on the other worker"
+assert_eq 0A000 "$(state_of "SELECT checkout.check_trial_eligibility('$jane'::uuid, '$pA1'::uuid)")" "the seed form"
+assert_eq P0002 "$(state_of "SELECT checkout.check_trial_eligibility('$B'::uuid, '$jane'::uuid, '$pB1'::uuid)")" \
+  "another tenant's customer"
+
+# The lifecycle through the coordinator, with its audit trail, grants and counters.
+call() { json "SELECT checkout.$1('$s1', '$A'$2)" | field "$3"; }
+assert_eq active "$(call end_subscription_trial ', true' status)" "trial converted"
+assert_eq true "$(call cancel_subscription_atomic ", true, 'moving'" cancel_at_period_end)" "cancel at period end"
+assert_eq reactivated "$(call reactivate_subscription_atomic '' change_type)" "reactivate"
+assert_eq upgraded "$(call change_subscription_plan_atomic ", '$pA2', 500, NULL, NULL, ARRAY['{\"feature_id\": \"$sso\"}'::jsonb]" change_type)" "plan change"
+assert_eq past_due "$(call mark_subscription_past_due '' status)" "past due"
+assert_eq renewed "$(call renew_subscription_period '' change_type)" "renew"
+assert_eq 09000 "$(state_of "SELECT checkout.end_subscription_trial('$s1', '$A', true)")" "ending a trial that is over"
+assert_eq 09000 "$(state_of "UPDATE checkout.subscriptions SET status = 'incomplete' WHERE organization_id = '$A' AND id = '$s1'")" \
+  "a direct UPDATE outside the state machine"
+assert_eq canceled "$(call cancel_subscription_atomic '' status)" "cancel now"
+assert_eq "created:create_subscription_atomic converted:- cancelled:moving reactivated:- upgraded:- past_due:- renewed:- cancelled:-" \
+  "$(C -c "SELECT string_agg(change_type || ':' || coalesce(reason, '-'), ' ' ORDER BY created_at) FROM checkout.subscription_changes
+           WHERE organization_id = '$A' AND subscription_id = '$s1'")" "the audit trail"
+assert_eq "1 true" "$(C -c "SELECT count(*) || ' ' || bool_and(revoked_at IS NOT NULL) FROM checkout.feature_grants WHERE organization_id = '$A'")" \
+  "the grant, revoked when it ended"
+assert_eq "false 1" "$(C -c "SELECT has_active_subscription || ' ' || subscription_count FROM checkout.customers WHERE organization_id = '$A' AND id = '$jane'")" \
+  "the customer's counters"
+# Not delegated (inside a transaction block): refused, not run elsewhere with a wrong audit.
+assert_eq 0A000 "$(state_of "BEGIN; SELECT checkout.reactivate_subscription_atomic('$s1', '$A'); COMMIT;")" "a call in a transaction block"
+
+# Refunds and webhooks.
+C -c "INSERT INTO checkout.payment_intents (organization_id, customer_id, stripe_payment_intent_id, amount, currency, status)
+      VALUES ('$A', '$jane', 'pi_1', 1000, 'usd', 'succeeded')"
+assert_eq pending "$(json "SELECT checkout.record_refund('$A', 'pi_1', 're_1', 400, 'usd')" | field status)" "a refund"
+assert_eq 23514 "$(state_of "SELECT checkout.record_refund('$A', 'pi_1', 're_2', 700, 'usd')")" "a refund beyond the payment"
+event="SELECT checkout.record_webhook_event('$B'::uuid, 'evt_1', 'invoice.paid', '{}'::jsonb, '2026-12-01T00:00:00Z')"
+assert_eq "false true" "$(json "$event" | field duplicate) $(json "$event" | field duplicate)" "a webhook event recorded once"
+
+# 16 sessions released at once: on one pair without a key, and on one key.
+gate() { # SQL: run SQL in 16 sessions that wait on an advisory lock, released together
+  local out=$1 sql=$2 pids=() i
+  PGOPTIONS="-c client_min_messages=warning" "$E2E_BIN/psql" -X -q -h 127.0.0.1 -p "$base" -U postgres -d postgres \
+    -c "SELECT pg_advisory_lock(4242)" -c "SELECT pg_sleep(30)" >/dev/null 2>&1 &
+  local holder=$!
+  for _ in $(seq 300); do [ "$(C -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted")" = 1 ] && break; sleep 0.05; done
+  for i in $(seq 1 16); do
+    C -c "SELECT pg_advisory_lock_shared(4242)" -c "$sql" > "$out.$i" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 600); do [ "$(C -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted")" = 16 ] && break; sleep 0.05; done
+  C -c "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted AND mode = 'ExclusiveLock'" >/dev/null
+  wait "$holder" || true
+  for p in "${pids[@]}"; do wait "$p" || true; done
+}
+work=$(mktemp -d); trap 'rm -rf "$work"; cleanup' EXIT
+racer=$(upsert "$A" 'racer@example.com' | field customer_id)
+gate "$work/pair" "SELECT checkout.create_subscription_atomic($(sub active 100), NULL, '$racer', '$pA1', '$A')"
+winner=$(C -c "SELECT id FROM checkout.subscriptions WHERE organization_id = '$A' AND customer_id = '$racer'")
+assert_eq 1 "$(echo "$winner" | wc -l)" "subscriptions of the raced pair"
+assert_eq 1 "$(cat "$work"/pair.* | grep -c '"success": true')" "successes on one pair"
+assert_eq 15 "$(cat "$work"/pair.* | grep -c "\"existing_subscription_id\": \"$winner\"")" "answers naming the winner"
+gate "$work/key" "SELECT checkout.create_subscription_atomic($(sub active 100), NULL, '$racer', '$pA2', '$A', 'race-key')"
+keyed=$(C -c "SELECT id FROM checkout.subscriptions WHERE organization_id = '$A' AND customer_id = '$racer' AND product_id = '$pA2'")
+assert_eq 16 "$(cat "$work"/key.* | grep -c "\"subscription_id\": \"$keyed\"")" "callers answered with the one keyed subscription"
+assert_eq 15 "$(cat "$work"/key.* | grep -c '"replayed": true')" "replays of one key"
+assert_eq 0 "$(cat "$work"/pair.* "$work"/key.* | grep -c 'ERROR')" "errors in the races"
+
+# Moving tenant A's shards to the other worker while creates with keys run through the coordinator.
+shards=$(C -c "SELECT get_shard_id_for_distribution_column('checkout.users', '$A'::uuid)")
+(
+  for i in $(seq 1 60); do
+    c=$(upsert "$A" "mover$i@example.com" | field customer_id)
+    json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$pA1', '$A', 'move-$i')" | field subscription_id
+  done
+) > "$work/moving" 2> "$work/moving.err" &
+mover=$!
+C -c "SELECT citus_move_shard_placement($shards, '127.0.0.1', $((base + 1)), '127.0.0.1', $((base + 2)), shard_transfer_mode => 'block_writes')" >/dev/null
+wait "$mover" || fail "creates during the move: $(cat "$work/moving.err")"
+assert_eq $((base + 2)) "$(node_of "$A")" "tenant A's worker after the move"
+assert_eq 60 "$(grep -c . "$work/moving")" "creates answered during the move"
+replayed=$(for i in $(seq 1 60); do c=$(C -c "SELECT id FROM checkout.customers WHERE organization_id = '$A' AND email = 'mover$i@example.com'")
+  json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$pA1', '$A', 'move-$i')" | field subscription_id; done)
+assert_eq "$(cat "$work/moving")" "$replayed" "every key created during the move replays its subscription"
+assert_eq already_had_trial "$(trial_of "$A" "$jane" "$pA1")" "the trial check on the new worker"
+
+assert_eq "" "$(C -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants"
+assert_eq "" "$(C -c "SELECT string_agg(\"check\", ', ') FROM checkout.verify() WHERE NOT ok")" "verify() at the end"
+echo "t_citus: ok (tenants on ports $((base + 1)) and $((base + 2)))"
