@@ -3,7 +3,7 @@
 use crate::email::canonical;
 use crate::errors::{raise, required, Kind};
 use crate::json_arg::JsonText;
-use crate::plans::{first_row, not_null, ok, update};
+use crate::plans::{first_row, not_null, ok, select, update};
 
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
@@ -36,6 +36,18 @@ SET external_id = COALESCE(EXCLUDED.external_id, c.external_id), name = COALESCE
     stripe_customer_id = COALESCE(EXCLUDED.stripe_customer_id, c.stripe_customer_id),
     metadata = c.metadata || EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
 RETURNING c.id, c.xmax = 0";
+
+/// The same on a Citus cluster, from VALUES after ORGANIZATION_SQL: Citus runs an `INSERT ...
+/// SELECT` that reads no distributed table as a task for every shard (measured: 3 ms a call).
+const UPSERT_VALUES_SQL: &str = "
+INSERT INTO checkout.customers AS c (organization_id, email, external_id, name, stripe_customer_id, metadata)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (organization_id, pg_catalog.lower(email)) WHERE deleted_at IS NULL DO UPDATE
+SET external_id = COALESCE(EXCLUDED.external_id, c.external_id), name = COALESCE(EXCLUDED.name, c.name),
+    stripe_customer_id = COALESCE(EXCLUDED.stripe_customer_id, c.stripe_customer_id),
+    metadata = c.metadata || EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+RETURNING c.id, c.xmax = 0";
+const ORGANIZATION_SQL: &str = "SELECT 1 FROM checkout.organizations o WHERE o.id = $1";
 
 /// The seed's signature. Returns `{"customer_id", "created"}`.
 #[pg_extern(volatile, security_definer)]
@@ -105,9 +117,25 @@ fn upsert_customer_atomic(
                 return JsonB(json!({"customer_id": id.to_string(), "created": false}));
             }
         }
+        let missing = || -> ! {
+            raise(
+                Kind::NotFound,
+                "organization not found",
+                Some(format!("organization_id: {organization}")),
+                None,
+            )
+        };
+        let upsert = if crate::citus::distributed() {
+            if select(client, ORGANIZATION_SQL, Some(1), &[organization.into()]).is_empty() {
+                missing();
+            }
+            UPSERT_VALUES_SQL
+        } else {
+            UPSERT_SQL
+        };
         let row = update(
             client,
-            UPSERT_SQL,
+            upsert,
             None,
             &[
                 organization.into(),
@@ -118,14 +146,7 @@ fn upsert_customer_atomic(
                 JsonB(metadata).into(),
             ],
         );
-        let Some(row) = first_row(row) else {
-            raise(
-                Kind::NotFound,
-                "organization not found",
-                Some(format!("organization_id: {organization}")),
-                None,
-            )
-        };
+        let Some(row) = first_row(row) else { missing() };
         let id: Uuid = not_null(row.get(1), "customers.id");
         let created: bool = ok(row.get(2)).unwrap_or(false);
         JsonB(json!({"customer_id": id.to_string(), "created": created}))

@@ -2,9 +2,8 @@
 -- row). When the check fails, or an active/trialing subscription exists for the pair, the insert
 -- does nothing and so does every statement fed by it; the result says which. The placeholder is
 -- create_subscription_derived.sql: the audit row, counters and metrics the subscriptions triggers
--- would write (subscriptions/triggers.rs, its twin), which stand aside for it (self_audited). On a
--- Citus cluster it is left out and the triggers write them: Citus may run parts of a statement in
--- other backends, where the triggers do not know the statement audits itself.
+-- would write (subscriptions/triggers.rs, its twin), which stand aside for it (self_audited). A
+-- Citus cluster runs create_subscription_values.sql instead, and the triggers write them.
 WITH tenant AS (
 {tenant}
 ), sub AS (

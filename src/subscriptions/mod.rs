@@ -12,8 +12,10 @@ use crate::json_arg::JsonText;
 use crate::lookups::Snapshot;
 use crate::plans::{first_row, ok, query, select, update};
 use crate::trials;
+use pgrx::datum::DatumWithOid;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Value};
 
@@ -38,11 +40,6 @@ fn create_sql() -> &'static str {
         "tenant" => &tenant_in_create(),
         "derived" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/create_subscription_derived.sql")).trim_end()
     )
-}
-
-/// The same on a Citus cluster, where the triggers write them (see the statement's comment).
-fn create_sql_distributed() -> &'static str {
-    query!("create_subscription.sql", "tenant" => &tenant_in_create(), "derived" => "")
 }
 
 fn tenant_in_create() -> String {
@@ -123,6 +120,23 @@ struct Tenant<'a> {
 }
 
 impl Tenant<'_> {
+    /// Runs the tenant check on its own (tenant_check.sql) and raises as `require` does.
+    fn check(&self, client: &SpiClient<'_>, feature_ids: &[Uuid]) {
+        let args = [
+            self.organization.into(),
+            self.customer.into(),
+            self.product.into(),
+            feature_ids.to_vec().into(),
+        ];
+        let row = select(client, tenant_sql(), Some(1), &args);
+        let row = row.first();
+        self.require(
+            ok(row.get::<bool>(1)).unwrap_or(false),
+            ok(row.get::<bool>(2)).unwrap_or(false),
+            ok(row.get::<i64>(3)).unwrap_or(0),
+        );
+    }
+
     /// Raises P0002 unless the check found the customer (not deleted), the product and every
     /// feature in the organization.
     fn require(&self, customer_found: bool, product_found: bool, features_found: i64) {
@@ -246,23 +260,7 @@ fn create_subscription_atomic(
         };
         if sub.trial_end.is_some() {
             // Before the trial is looked up and claimed: its errors are the tenant check's.
-            let row = select(
-                client,
-                tenant_sql(),
-                Some(1),
-                &[
-                    organization.into(),
-                    customer.into(),
-                    product.into(),
-                    feature_ids.clone().into(),
-                ],
-            );
-            let row = row.first();
-            tenant.require(
-                ok(row.get::<bool>(1)).unwrap_or(false),
-                ok(row.get::<bool>(2)).unwrap_or(false),
-                ok(row.get::<i64>(3)).unwrap_or(0),
-            );
+            tenant.check(client, &feature_ids);
         }
 
         let mut trial_claim: Option<Uuid> = None;
@@ -323,7 +321,7 @@ fn create_subscription_atomic(
             .unzip();
         let version = |v: &Option<String>| v.as_deref().map(parse_uuid);
         // This statement writes its own audit row and counters, and the audit trigger stays out;
-        // on a Citus cluster the trigger writes them (create_sql_distributed).
+        // on a Citus cluster the trigger writes them (create_subscription_values.sql).
         let distributed = crate::citus::distributed();
         let _audit = audit::begin(Change {
             change_type: "created",
@@ -331,54 +329,81 @@ fn create_subscription_atomic(
             reason: Some(OPERATION.to_owned()),
             self_audited: !distributed,
         });
-        let created = update(
-            client,
-            if distributed {
-                create_sql_distributed()
-            } else {
-                create_sql()
-            },
-            None,
-            &[
-                organization.into(),
-                customer.into(),
-                product.into(),
-                status.as_str().into(),
-                sub.stripe_subscription_id.as_deref().into(),
-                sub.stripe_price_id.as_deref().into(),
-                sub.amount.into(),
-                sub.currency.as_str().into(),
-                sub.interval.as_str().into(),
-                sub.interval_count.into(),
-                trial_start.map(timestamptz).into(),
-                trial_end.map(timestamptz).into(),
-                timestamptz(sub.current_period_start).into(),
-                timestamptz(sub.current_period_end).into(),
-                JsonB(sub.metadata.clone()).into(),
-                key.as_ref().map(|(_, k)| *k).into(),
-                version(&sub.product_version_id).into(),
-                version(&sub.price_version_id).into(),
-                feature_uuids.into(),
-                feature_metadata.into(),
-            ],
-        );
-        // One row: the subscription's id (NULL when nothing was written) and the tenant check.
-        let Some(row) = first_row(created) else {
-            raise(
-                Kind::Internal,
-                "checkout: create_subscription_atomic's statement returned no row",
+        let ids = feature_uuids.clone();
+        let metadata: Vec<JsonB> = feature_metadata
+            .iter()
+            .map(|m| JsonB(m.0.clone()))
+            .collect();
+        let args: &[DatumWithOid; 20] = &[
+            organization.into(),
+            customer.into(),
+            product.into(),
+            status.as_str().into(),
+            sub.stripe_subscription_id.as_deref().into(),
+            sub.stripe_price_id.as_deref().into(),
+            sub.amount.into(),
+            sub.currency.as_str().into(),
+            sub.interval.as_str().into(),
+            sub.interval_count.into(),
+            trial_start.map(timestamptz).into(),
+            trial_end.map(timestamptz).into(),
+            timestamptz(sub.current_period_start).into(),
+            timestamptz(sub.current_period_end).into(),
+            JsonB(sub.metadata.clone()).into(),
+            key.as_ref().map(|(_, k)| *k).into(),
+            version(&sub.product_version_id).into(),
+            version(&sub.price_version_id).into(),
+            feature_uuids.into(),
+            feature_metadata.into(),
+        ];
+        let created_id = if distributed {
+            // Citus: the tenant check, the insert and the grants as statements it routes to the
+            // tenant's shard (create_subscription_values.sql says why).
+            tenant.check(client, &ids);
+            let inserted = update(
+                client,
+                query!("create_subscription_values.sql"),
                 None,
-                None,
-            )
-        };
-        let created_id = ok(row.get::<Uuid>(1));
-        if created_id.is_none() {
-            tenant.require(
-                ok(row.get::<bool>(2)).unwrap_or(false),
-                ok(row.get::<bool>(3)).unwrap_or(false),
-                ok(row.get::<i64>(4)).unwrap_or(0),
+                &args[..18],
             );
-        }
+            let id = first_row(inserted).and_then(|row| ok(row.get::<Uuid>(1)));
+            if let (Some(id), false) = (id, features.is_empty()) {
+                let grants = [
+                    organization.into(),
+                    customer.into(),
+                    id.into(),
+                    ids.into(),
+                    metadata.into(),
+                ];
+                update(
+                    client,
+                    query!("create_subscription_grants.sql"),
+                    None,
+                    &grants,
+                );
+            }
+            id
+        } else {
+            let created = update(client, create_sql(), None, args);
+            // One row: the subscription's id (NULL when nothing was written) and the tenant check.
+            let Some(row) = first_row(created) else {
+                raise(
+                    Kind::Internal,
+                    "checkout: create_subscription_atomic's statement returned no row",
+                    None,
+                    None,
+                )
+            };
+            let created_id = ok(row.get::<Uuid>(1));
+            if created_id.is_none() {
+                tenant.require(
+                    ok(row.get::<bool>(2)).unwrap_or(false),
+                    ok(row.get::<bool>(3)).unwrap_or(false),
+                    ok(row.get::<i64>(4)).unwrap_or(0),
+                );
+            }
+            created_id
+        };
         let response = match created_id {
             Some(id) => {
                 if let Some(claim) = trial_claim {
