@@ -146,24 +146,34 @@ assert_eq 16 "$(cat "$work"/key.* | grep -c "\"subscription_id\": \"$keyed\"")" 
 assert_eq 15 "$(cat "$work"/key.* | grep -c '"replayed": true')" "replays of one key"
 assert_eq 0 "$(cat "$work"/pair.* "$work"/key.* | grep -c 'ERROR')" "errors in the races"
 
-# Moving tenant A's shards to the other worker while creates with keys run through the coordinator.
+# Moving tenant A's shards to the other worker while creates with keys run through the coordinator:
+# the writer starts before the move and goes on after it (blocked while the move copies).
 shards=$(C -c "SELECT get_shard_id_for_distribution_column('checkout.users', '$A'::uuid)")
 (
-  for i in $(seq 1 60); do
+  i=0
+  while [ ! -f "$work/stop" ] && [ $i -lt 2000 ]; do
+    i=$((i + 1))
     c=$(upsert "$A" "mover$i@example.com" | field customer_id)
-    json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$pA1', '$A', 'move-$i')" | field subscription_id
+    echo "$i $(json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$pA1', '$A', 'move-$i')" | field subscription_id)"
   done
 ) > "$work/moving" 2> "$work/moving.err" &
 mover=$!
+lines() { grep -c . "$work/moving" || true; }
+for _ in $(seq 600); do [ "$(lines)" -ge 5 ] && break; sleep 0.05; done
 C -c "SELECT citus_move_shard_placement($shards, '127.0.0.1', $((base + 1)), '127.0.0.1', $((base + 2)), shard_transfer_mode => 'block_writes')" >/dev/null
+moved_at=$(lines)
+for _ in $(seq 600); do [ "$(lines)" -ge $((moved_at + 5)) ] && break; sleep 0.05; done
+touch "$work/stop"
 wait "$mover" || fail "creates during the move: $(cat "$work/moving.err")"
+[ -s "$work/moving.err" ] && fail "errors during the move: $(cat "$work/moving.err")"
+[ "$(lines)" -ge $((moved_at + 5)) ] || fail "the writer did not go on after the move ($(lines) creates, $moved_at at the move)"
 assert_eq $((base + 2)) "$(node_of "$A")" "tenant A's worker after the move"
-assert_eq 60 "$(grep -c . "$work/moving")" "creates answered during the move"
-replayed=$(for i in $(seq 1 60); do c=$(C -c "SELECT id FROM checkout.customers WHERE organization_id = '$A' AND email = 'mover$i@example.com'")
-  json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$pA1', '$A', 'move-$i')" | field subscription_id; done)
-assert_eq "$(cat "$work/moving")" "$replayed" "every key created during the move replays its subscription"
+assert_eq "" "$(awk 'NF != 2' "$work/moving")" "every create during the move answered with a subscription"
+replayed=$(while read -r i _; do c=$(C -c "SELECT id FROM checkout.customers WHERE organization_id = '$A' AND email = 'mover$i@example.com'")
+  echo "$i $(json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$pA1', '$A', 'move-$i')" | field subscription_id)"; done < "$work/moving")
+assert_eq "$(cat "$work/moving")" "$replayed" "every key created around the move replays its subscription"
 assert_eq already_had_trial "$(trial_of "$A" "$jane" "$pA1")" "the trial check on the new worker"
 
 assert_eq "" "$(C -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants"
 assert_eq "" "$(C -c "SELECT string_agg(\"check\", ', ') FROM checkout.verify() WHERE NOT ok")" "verify() at the end"
-echo "t_citus: ok (tenants on ports $((base + 1)) and $((base + 2)))"
+echo "t_citus: ok (tenants on ports $((base + 1)) and $((base + 2)); $(lines) creates around the shard move, $moved_at of them before it returned)"
