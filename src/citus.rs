@@ -3,10 +3,11 @@
 //! `checkout.customers_<shard id>`, on the node that holds the tenant. SQL is routed there by
 //! Citus; the index lookups (`lookups`), which bypass the executor, read the shard themselves.
 use crate::errors::{raise, Kind};
-use crate::plans::ok;
+use crate::plans::{first_row, ok, select};
 use pgrx::pg_sys;
 use pgrx::spi::Spi;
 use pgrx::Uuid;
+use std::cell::Cell;
 use std::ffi::CStr;
 
 pgrx::extension_sql_file!(
@@ -16,18 +17,42 @@ pgrx::extension_sql_file!(
 );
 
 /// Whether Citus distributes checkout's tables in this database. Without the citus extension
-/// (every single-server install) it is one catalog cache lookup.
+/// (every single-server install) it is one catalog cache lookup; with it, the answer is kept until
+/// a relation cache invalidation arrives (distributing a table sends one).
 pub fn distributed() -> bool {
     // SAFETY: a catalog cache lookup by a NUL-terminated name; missing_ok.
     if unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } == pg_sys::InvalidOid {
         return false;
     }
-    let found = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
-          WHERE p.logicalrelid OPERATOR(pg_catalog.=) 'checkout.customers'::pg_catalog.regclass)",
-    );
-    ok(found).unwrap_or(false)
+    let generation = crate::lookups::generation();
+    let (seen, answer) = DISTRIBUTED.get();
+    if seen == generation {
+        return answer;
+    }
+    let found = Spi::connect(|client| {
+        first_row(select(client, DISTRIBUTED_SQL, Some(1), &[]))
+            .and_then(|row| ok(row.get::<bool>(1)))
+            .unwrap_or(false)
+    });
+    DISTRIBUTED.set((generation, found));
+    found
 }
+
+thread_local! {
+    // (relation cache generation, answer) of `distributed`.
+    static DISTRIBUTED: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+}
+
+const DISTRIBUTED_SQL: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+  WHERE p.logicalrelid OPERATOR(pg_catalog.=) 'checkout.customers'::pg_catalog.regclass)";
+
+const SHARDS_SQL: &str =
+    "SELECT c.relname::pg_catalog.text, s.shardid FROM pg_catalog.pg_dist_shard s
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid
+  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'checkout'::pg_catalog.regnamespace
+    AND c.relname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.name[])
+    AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.>=) s.shardminvalue::pg_catalog.int4
+    AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.<=) s.shardmaxvalue::pg_catalog.int4";
 
 /// The shard of each of `tables` (names in schema checkout) holding `organization`'s rows, as
 /// Citus places them: by the hash of the distribution column (`uuid_hash`) within a shard's range.
@@ -37,23 +62,15 @@ pub fn tenant_shards(organization: &Uuid, tables: &[&'static CStr]) -> Vec<(&'st
         .map(|t| t.to_string_lossy().into_owned())
         .collect();
     let found: Vec<(String, i64)> = Spi::connect(|client| {
-        let rows = ok(client.select(
-            "SELECT c.relname::pg_catalog.text, s.shardid FROM pg_catalog.pg_dist_shard s
-             JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid
-             WHERE c.relnamespace OPERATOR(pg_catalog.=) 'checkout'::pg_catalog.regnamespace
-               AND c.relname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.name[])
-               AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.>=) s.shardminvalue::pg_catalog.int4
-               AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.<=) s.shardmaxvalue::pg_catalog.int4",
-            None,
-            &[(*organization).into(), names.clone().into()],
-        ));
-        rows.map(|row| {
-            (
-                ok(row.get::<String>(1)).unwrap_or_default(),
-                ok(row.get::<i64>(2)).unwrap_or_default(),
-            )
-        })
-        .collect()
+        let args = [(*organization).into(), names.into()];
+        select(client, SHARDS_SQL, None, &args)
+            .map(|row| {
+                (
+                    ok(row.get::<String>(1)).unwrap_or_default(),
+                    ok(row.get::<i64>(2)).unwrap_or_default(),
+                )
+            })
+            .collect()
     });
     tables
         .iter()

@@ -45,6 +45,12 @@ thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(1) };
 }
 
+/// The relation cache generation: it changes whenever a relation cache invalidation (or a schema
+/// change) arrives, so a value derived from the catalogs can be kept while it stays the same.
+pub fn generation() -> u64 {
+    GENERATION.with(Cell::get)
+}
+
 /// Relation cache invalidation callback: forget every cached OID. Must not fail or allocate
 /// through Postgres; bumping a counter does neither.
 unsafe extern "C-unwind" fn invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {

@@ -35,11 +35,7 @@ fn tenant_sql() -> &'static str {
 /// Every write of a creation in one statement (sql/queries/create_subscription.sql), with the
 /// audit row, counters and metrics the triggers would write.
 fn create_sql() -> &'static str {
-    query!(
-        "create_subscription.sql",
-        "tenant" => &tenant_in_create(),
-        "derived" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/create_subscription_derived.sql")).trim_end()
-    )
+    query!("create_subscription.sql", "tenant" => &tenant_in_create())
 }
 
 fn tenant_in_create() -> String {
@@ -329,11 +325,16 @@ fn create_subscription_atomic(
             reason: Some(OPERATION.to_owned()),
             self_audited: !distributed,
         });
-        let ids = feature_uuids.clone();
-        let metadata: Vec<JsonB> = feature_metadata
-            .iter()
-            .map(|m| JsonB(m.0.clone()))
-            .collect();
+        // The Citus path writes the grants in a statement of their own.
+        let (ids, metadata): (Vec<Uuid>, Vec<JsonB>) = if distributed {
+            let metadata = feature_metadata
+                .iter()
+                .map(|m| JsonB(m.0.clone()))
+                .collect();
+            (feature_uuids.clone(), metadata)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let args: &[DatumWithOid; 20] = &[
             organization.into(),
             customer.into(),
