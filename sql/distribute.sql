@@ -58,6 +58,7 @@ DECLARE
   v_fk record;
   v_fn record;
   v_done text[] := '{}';
+  v_local_fks text := current_setting('citus.enable_local_reference_table_foreign_keys', true);
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
     RAISE EXCEPTION 'checkout.distribute() needs Citus'
@@ -70,7 +71,8 @@ BEGIN
   END IF;
   IF NOT current_setting('citus.enable_unsafe_triggers')::boolean THEN
     RAISE EXCEPTION 'checkout''s triggers need citus.enable_unsafe_triggers on every node'
-      USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'citus.enable_unsafe_triggers is off',
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'citus.enable_unsafe_triggers is off in this session on the coordinator; it must be on for every node''s sessions',
             HINT = 'ALTER SYSTEM SET citus.enable_unsafe_triggers = on; SELECT pg_reload_conf(); on each node (checkout''s triggers touch only their own tenant''s colocated rows).';
   END IF;
   -- organizations on every node; the tenant tables referencing it stay local until distributed
@@ -125,7 +127,9 @@ BEGIN
                    v_fn.sig);
     v_done := v_done || format('%s: runs on its organization''s node', v_fn.sig);
   END LOOP;
-  -- The trigger functions run the same kind of statements on the shards of a direct write.
+  -- The trigger functions run the same kind of statements on the shards of a direct write. A SET
+  -- clause makes every firing save and restore the settings (the cost their design avoids on one
+  -- server, src/audit/trigger.rs): paid on a cluster only.
   FOR v_fn IN
     SELECT p.oid::regprocedure AS sig FROM pg_proc p
     WHERE p.pronamespace = 'checkout'::regnamespace AND p.prorettype = 'trigger'::regtype
@@ -136,6 +140,7 @@ BEGIN
                    v_fn.sig);
     v_done := v_done || format('%s: runs its statements on the shards', v_fn.sig);
   END LOOP;
+  PERFORM set_config('citus.enable_local_reference_table_foreign_keys', coalesce(v_local_fks, 'on'), true);
   RETURN CASE WHEN cardinality(v_done) = 0 THEN 'already distributed: nothing to do'
               ELSE array_to_string(v_done, E'\n') END;
 END $$;

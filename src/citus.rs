@@ -16,24 +16,24 @@ pgrx::extension_sql_file!(
     requires = ["schema"]
 );
 
-/// Whether Citus distributes checkout's tables in this database. Without the citus extension
-/// (every single-server install) it is one catalog cache lookup; with it, the answer is kept until
-/// a relation cache invalidation arrives (distributing a table sends one).
+/// Whether Citus distributes checkout's tables in this database. The answer is kept until a
+/// relation cache invalidation arrives (CREATE EXTENSION citus, distributing a table and DROP
+/// EXTENSION each send one), so a call asks the catalogs at most once per change; on PostgreSQL 15
+/// and 16 even the extension lookup is an index scan of pg_extension.
 pub fn distributed() -> bool {
-    // SAFETY: a catalog cache lookup by a NUL-terminated name; missing_ok.
-    if unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } == pg_sys::InvalidOid {
-        return false;
-    }
     let generation = crate::lookups::generation();
     let (seen, answer) = DISTRIBUTED.get();
     if seen == generation {
         return answer;
     }
-    let found = Spi::connect(|client| {
-        first_row(select(client, DISTRIBUTED_SQL, Some(1), &[]))
-            .and_then(|row| ok(row.get::<bool>(1)))
-            .unwrap_or(false)
-    });
+    // SAFETY: a catalog lookup by a NUL-terminated name; missing_ok.
+    let citus = unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } != pg_sys::InvalidOid;
+    let found = citus
+        && Spi::connect(|client| {
+            first_row(select(client, DISTRIBUTED_SQL, Some(1), &[]))
+                .and_then(|row| ok(row.get::<bool>(1)))
+                .unwrap_or(false)
+        });
     DISTRIBUTED.set((generation, found));
     found
 }
@@ -52,11 +52,20 @@ const SHARDS_SQL: &str =
   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'checkout'::pg_catalog.regnamespace
     AND c.relname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.name[])
     AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.>=) s.shardminvalue::pg_catalog.int4
-    AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.<=) s.shardmaxvalue::pg_catalog.int4";
+    AND pg_catalog.uuid_hash($1) OPERATOR(pg_catalog.<=) s.shardmaxvalue::pg_catalog.int4
+    -- placed on this node: after a move, the old copy lingers until Citus's deferred delete
+    AND EXISTS (SELECT FROM pg_catalog.pg_dist_placement pl
+                WHERE pl.shardid OPERATOR(pg_catalog.=) s.shardid
+                  AND pl.groupid OPERATOR(pg_catalog.=) (SELECT groupid FROM pg_catalog.pg_dist_local_group))";
 
 /// The shard of each of `tables` (names in schema checkout) holding `organization`'s rows, as
-/// Citus places them: by the hash of the distribution column (`uuid_hash`) within a shard's range.
-pub fn tenant_shards(organization: &Uuid, tables: &[&'static CStr]) -> Vec<(&'static CStr, i64)> {
+/// Citus places them (by the hash of the distribution column, `uuid_hash`, within a shard's
+/// range), when this node holds it; 0A000 when it does not.
+pub fn tenant_shards(
+    function: &str,
+    organization: &Uuid,
+    tables: &[&'static CStr],
+) -> Vec<(&'static CStr, i64)> {
     let names: Vec<String> = tables
         .iter()
         .map(|t| t.to_string_lossy().into_owned())
@@ -78,12 +87,7 @@ pub fn tenant_shards(organization: &Uuid, tables: &[&'static CStr]) -> Vec<(&'st
             let name = table.to_string_lossy();
             match found.iter().find(|(n, _)| *n == name) {
                 Some((_, shard)) => (*table, *shard),
-                None => raise(
-                    Kind::Internal,
-                    format!("checkout: no shard of checkout.{name} for the organization"),
-                    Some(format!("organization_id: {organization}")),
-                    Some("Distribute every checkout table with checkout.distribute()."),
-                ),
+                None => not_here(function, organization),
             }
         })
         .collect()
@@ -95,23 +99,28 @@ pub fn tenant_shards(organization: &Uuid, tables: &[&'static CStr]) -> Vec<(&'st
 /// and counters would be wrong. Citus runs a call on its tenant's node when it is a statement of
 /// its own outside a transaction block.
 pub fn require_tenant_node(function: &str, organization: &Uuid) {
-    if !distributed() {
-        return;
+    if distributed() {
+        tenant_shards(function, organization, &[c"subscriptions"]);
     }
-    let shards = tenant_shards(organization, &[c"subscriptions"]);
-    if shards
-        .iter()
-        .all(|(table, shard)| crate::lookups::shard_is_here(table, *shard))
-    {
-        return;
-    }
+}
+
+#[track_caller]
+fn not_here(function: &str, organization: &Uuid) -> ! {
     raise(
         Kind::NotOnThisCluster,
         format!("checkout.{function}() must run on its organization's node"),
         Some(format!("organization_id: {organization}")),
-        Some("Call it through the coordinator as a statement of its own (SELECT checkout.function(...)), outside a transaction block: Citus then runs it on the organization's node."),
+        Some(&format!("Call it through the coordinator as a statement of its own (SELECT checkout.{function}(...)), outside a transaction block: Citus then runs it on the organization's node.")),
     )
 }
+
+/// Whether `organization` exists (organizations is a reference table on a cluster).
+pub fn organization_exists(client: &pgrx::spi::SpiClient<'_>, organization: Uuid) -> bool {
+    !select(client, ORGANIZATION_SQL, Some(1), &[organization.into()]).is_empty()
+}
+
+const ORGANIZATION_SQL: &str =
+    "SELECT FROM checkout.organizations o WHERE o.id OPERATOR(pg_catalog.=) $1";
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

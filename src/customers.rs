@@ -3,7 +3,7 @@
 use crate::email::canonical;
 use crate::errors::{raise, required, Kind};
 use crate::json_arg::JsonText;
-use crate::plans::{first_row, not_null, ok, select, update};
+use crate::plans::{first_row, not_null, ok, update};
 
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
@@ -37,7 +37,7 @@ SET external_id = COALESCE(EXCLUDED.external_id, c.external_id), name = COALESCE
     metadata = c.metadata || EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
 RETURNING c.id, c.xmax = 0";
 
-/// The same on a Citus cluster, from VALUES after ORGANIZATION_SQL: Citus runs an `INSERT ...
+/// The same on a Citus cluster, from VALUES after `citus::organization_exists`: Citus runs an `INSERT ...
 /// SELECT` that reads no distributed table as a task for every shard (measured: 3 ms a call).
 const UPSERT_VALUES_SQL: &str = "
 INSERT INTO checkout.customers AS c (organization_id, email, external_id, name, stripe_customer_id, metadata)
@@ -47,7 +47,6 @@ SET external_id = COALESCE(EXCLUDED.external_id, c.external_id), name = COALESCE
     stripe_customer_id = COALESCE(EXCLUDED.stripe_customer_id, c.stripe_customer_id),
     metadata = c.metadata || EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
 RETURNING c.id, c.xmax = 0";
-const ORGANIZATION_SQL: &str = "SELECT 1 FROM checkout.organizations o WHERE o.id = $1";
 
 /// The seed's signature. Returns `{"customer_id", "created"}`.
 #[pg_extern(volatile, security_definer)]
@@ -126,7 +125,7 @@ fn upsert_customer_atomic(
             )
         };
         let upsert = if crate::citus::distributed() {
-            if select(client, ORGANIZATION_SQL, Some(1), &[organization.into()]).is_empty() {
+            if !crate::citus::organization_exists(client, organization) {
                 missing();
             }
             UPSERT_VALUES_SQL

@@ -22,14 +22,13 @@ RETURNING 1";
 
 /// The same on a Citus cluster, which fails an `INSERT ... SELECT` that inserts nothing on conflict
 /// ("consistency check on SPI tuple count failed", seen with 16 sessions on one key): the
-/// organization is checked first (ORGANIZATION_SQL), and the key inserted from VALUES.
+/// organization is checked first (`citus::organization_exists`), and the key inserted from VALUES.
 const CLAIM_VALUES_SQL: &str = "
 INSERT INTO checkout.idempotency_keys (organization_id, key, operation, request_hash, status, expires_at)
 VALUES ($1, $2, $3, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($4, 'UTF8')), 'hex'), 'processing',
         pg_catalog.now() + pg_catalog.make_interval(secs => $5))
 ON CONFLICT (organization_id, key) DO NOTHING
 RETURNING 1";
-const ORGANIZATION_SQL: &str = "SELECT 1 FROM checkout.organizations o WHERE o.id = $1";
 
 /// The key's state (KeyState::read). Read first without a lock: a replay (the common retry) then
 /// writes nothing, so its commit needs no WAL flush.
@@ -109,7 +108,7 @@ pub fn claim(
         }
     }
     let claim = if crate::citus::distributed() {
-        if select(client, ORGANIZATION_SQL, Some(1), &[organization.into()]).is_empty() {
+        if !crate::citus::organization_exists(client, organization) {
             not_found(organization, key);
         }
         CLAIM_VALUES_SQL

@@ -674,11 +674,6 @@ fn shard_locked(name: &'static CStr, shard: i64, kind: u8) -> pg_sys::Oid {
     oid
 }
 
-/// Whether this node holds the Citus shard `checkout.<table>_<shard>`.
-pub fn shard_is_here(table: &CStr, shard: i64) -> bool {
-    shard_oid(table, shard, pg_sys::RELKIND_RELATION).is_some()
-}
-
 /// The OID of `checkout.<name>_<shard>`, a relation of the given kind, if this node has it.
 fn shard_oid(name: &CStr, shard: i64, kind: u8) -> Option<pg_sys::Oid> {
     let shard_name = std::ffi::CString::new(format!("{}_{shard}", name.to_string_lossy())).ok()?;

@@ -49,7 +49,7 @@ pub fn eligibility(
         ];
         Lookups::begin_on_shards(
             snapshot,
-            crate::citus::tenant_shards(&organization, &tables),
+            crate::citus::tenant_shards("check_trial_eligibility", &organization, &tables),
         )
     } else {
         Lookups::begin(snapshot)
@@ -205,9 +205,10 @@ pub fn eligibility(
 /// default): the customer's own email. Kept for the seed's callers; applications are granted the
 /// organization-scoped form below.
 ///
-/// Not SECURITY DEFINER: it runs no SQL and resolves no name through `search_path` (its lookups
-/// name schema checkout and read through the indexes, with no privilege check), so it needs neither
-/// the owner's rights nor a pinned search_path. Who may call it is decided by EXECUTE alone (revoked
+/// Not SECURITY DEFINER: it resolves no name through `search_path` (its lookups name schema
+/// checkout and read through the indexes, with no privilege check; on a Citus cluster it also runs
+/// two fully qualified statements, operators pinned, on Citus catalogs PUBLIC may read), so it
+/// needs neither the owner's rights nor a pinned search_path. Who may call it is decided by EXECUTE alone (revoked
 /// from PUBLIC).
 #[pg_extern(stable)]
 fn check_trial_eligibility(

@@ -322,7 +322,7 @@ fn create_subscription_atomic(
         let _audit = audit::begin(Change {
             change_type: "created",
             changed_by: None,
-            reason: Some(OPERATION.to_owned()),
+            reason: distributed.then(|| OPERATION.to_owned()),
             self_audited: !distributed,
         });
         // The Citus path writes the grants in a statement of their own.
@@ -360,7 +360,9 @@ fn create_subscription_atomic(
         let created_id = if distributed {
             // Citus: the tenant check, the insert and the grants as statements it routes to the
             // tenant's shard (create_subscription_values.sql says why).
-            tenant.check(client, &ids);
+            if sub.trial_end.is_none() {
+                tenant.check(client, &ids); // a trial's create checked before the trial
+            }
             let inserted = update(
                 client,
                 query!("create_subscription_values.sql"),

@@ -6,7 +6,7 @@ use crate::errors::{raise, required, Kind};
 use crate::idempotency::{self, Claim};
 use crate::plans::{first_row, not_null, ok, select, update};
 use crate::subscriptions::ACTIVE_SQL;
-use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Value};
@@ -37,8 +37,6 @@ pub struct Locked {
     pub cancel_pending: bool,
     pub in_period: bool,
     pub row: Value,
-    /// Where a renewal's next period ends by default.
-    pub next_period_end: TimestampWithTimeZone,
 }
 
 /// One lifecycle call: who asks, about which subscription.
@@ -255,7 +253,6 @@ pub fn run(
             cancel_pending: not_null(row.get(7), "subscriptions.cancel_at_period_end"),
             in_period: not_null(row.get(8), "period check"),
             row: not_null(row.get::<JsonB>(9), "subscription").0,
-            next_period_end: not_null(row.get(10), "next period end"),
         };
         let (changed, change_type, mut response) = match act(client, &call, &locked) {
             Some((change_type, row)) => (true, Some(change_type), row),

@@ -10,7 +10,7 @@ use super::states::{self, allowed, LIVE};
 use super::{input, parse_uuid, require_product_and_features};
 use crate::errors::{raise, required, Kind};
 use crate::json_arg::JsonText;
-use crate::plans::{ok, select, update};
+use crate::plans::{first_row, ok, select, update};
 use frame::{run, Request};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -334,8 +334,22 @@ fn renew_subscription_period(
                     "Reactivate a subscription set to cancel at period end before renewing it.",
                 );
             }
-            let end = p_period_end.unwrap_or(s.next_period_end);
-            let args = [call.organization.into(), call.id.into(), end.into()];
+            let end = p_period_end.or_else(|| {
+                let key = [call.organization.into(), call.id.into()];
+                let next = select(
+                    client,
+                    statement!("lifecycle/next_period_end.sql"),
+                    Some(1),
+                    &key,
+                );
+                first_row(next).and_then(|row| ok(row.get::<TimestampWithTimeZone>(1)))
+            });
+            let args = [
+                call.organization.into(),
+                call.id.into(),
+                end.into(),
+                p_period_end.is_none().into(),
+            ];
             let (sql, distributed) = returning!("lifecycle/renew.sql");
             let row = call.write(client, "renewed", sql, Some(distributed), &args);
             match row {

@@ -281,6 +281,20 @@ mod tests {
         assert_eq!(text("SELECT checkout_test.row_counts()"), before);
     }
 
+    /// renew computes the default end of the next period only when the caller gives none, as
+    /// before it moved out of the UPDATE: a period that never ends renews to one that never ends.
+    #[pg_test]
+    fn renewing_a_period_that_never_ends_keeps_it() {
+        fixture();
+        Spi::run(&format!(
+            "UPDATE checkout.subscriptions SET current_period_end = 'infinity' WHERE id = '{SUBSCRIPTION_A1}'"
+        ))
+        .unwrap();
+        let renewed = call("renew_subscription_period", "");
+        assert_eq!(renewed["current_period_end"], "infinity");
+        assert_eq!(renewed["change_type"], "renewed");
+    }
+
     #[pg_test]
     fn past_due_renew_and_expire() {
         fixture();
