@@ -298,35 +298,61 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
 AS $$
 DECLARE
+  v_tenants uuid[] := ARRAY[NULL::uuid];
+  v_tenant uuid;
+  v_cluster boolean := checkout.routed_here(false);
   v_orgs uuid[];
   v_due uuid[];
   v_customers uuid[];
   v_products uuid[];
-  v_count integer;
+  v_count integer := 0;
+  v_ended integer;
 BEGIN
-  -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
-  -- and product it points to (which the row lock taken here keeps as they are).
-  SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
-  INTO v_orgs, v_due, v_customers, v_products FROM (
-    SELECT organization_id, id, customer_id, product_id FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
-    ORDER BY current_period_end LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED) due;
-  -- The rows the triggers will touch, locked customers first, then products, each in id order:
-  -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
-  -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
-  -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
-  -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
-  -- hold, a lock order no single call follows.
-  PERFORM 1 FROM checkout.customers c
-  WHERE (c.organization_id, c.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_customers) AS d(organization_id, id))
-  ORDER BY c.id FOR NO KEY UPDATE;
-  PERFORM 1 FROM checkout.products p
-  WHERE (p.organization_id, p.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_products) AS d(organization_id, id))
-  ORDER BY p.id FOR NO KEY UPDATE;
-  UPDATE checkout.subscriptions s SET status = 'canceled'
-  FROM unnest(v_orgs, v_due) AS d(organization_id, id)
-  WHERE s.organization_id = d.organization_id AND s.id = d.id;
-  GET DIAGNOSTICS v_count = ROW_COUNT;
+  IF v_cluster THEN
+    -- One organization at a time, as every job on a cluster (sql/maintenance.sql). The audit
+    -- trigger runs on the shard's node, so the change type and reason go there too: Citus sends
+    -- a SET LOCAL to the nodes of the transaction (citus.propagate_set_commands, set by routed_here).
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_tenants FROM checkout.subscriptions
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired');
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+    SET LOCAL checkout.change_type = 'cancelled';
+    SET LOCAL checkout.change_reason = 'cancel_at_period_end';
+  END IF;
+  FOREACH v_tenant IN ARRAY v_tenants LOOP
+    EXIT WHEN v_count >= p_batch;
+    -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
+    -- and product it points to (which the row lock taken here keeps as they are).
+    SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
+    INTO v_orgs, v_due, v_customers, v_products FROM (
+      SELECT organization_id, id, customer_id, product_id FROM checkout.subscriptions
+      WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+        AND (v_tenant IS NULL OR organization_id = v_tenant)
+      ORDER BY current_period_end LIMIT p_batch - v_count FOR NO KEY UPDATE SKIP LOCKED) due;
+    -- The rows the triggers will touch, locked customers first, then products, each in id order:
+    -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
+    -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
+    -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
+    -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
+    -- hold, a lock order no single call follows.
+    PERFORM 1 FROM checkout.customers c
+    WHERE (c.organization_id, c.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_customers) AS d(organization_id, id))
+      AND (v_tenant IS NULL OR c.organization_id = v_tenant)
+    ORDER BY c.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM checkout.products p
+    WHERE (p.organization_id, p.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_products) AS d(organization_id, id))
+      AND (v_tenant IS NULL OR p.organization_id = v_tenant)
+    ORDER BY p.id FOR NO KEY UPDATE;
+    UPDATE checkout.subscriptions s SET status = 'canceled'
+    FROM unnest(v_orgs, v_due) AS d(organization_id, id)
+    WHERE (v_tenant IS NULL OR s.organization_id = v_tenant) AND s.organization_id = d.organization_id AND s.id = d.id;
+    GET DIAGNOSTICS v_ended = ROW_COUNT;
+    v_count := v_count + v_ended;
+  END LOOP;
+  IF v_cluster THEN
+    -- The nodes' sessions go on with the transaction: they get their settings back.
+    RESET checkout.change_type;
+    RESET checkout.change_reason;
+  END IF;
   RETURN v_count;
 END $$;
 
@@ -370,6 +396,7 @@ DECLARE
   v_id uuid;
   v_currency text := lower(p_currency);
 BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
   IF p_organization_id IS NULL OR p_payment_intent_id IS NULL OR p_stripe_refund_id IS NULL OR p_amount IS NULL
      OR p_currency IS NULL THEN
     RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
@@ -462,51 +489,83 @@ END $$;
 CREATE OR REPLACE FUNCTION checkout.refresh_product_metrics(p_batch integer DEFAULT 100) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_done integer := 0;
   v_count integer;
 BEGIN
-  WITH stale AS (
-    SELECT organization_id, id FROM checkout.products
-    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
-    ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED),
-  figures AS (
-    SELECT stale.organization_id, stale.id,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active') AS active,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'trialing') AS trialing,
-      (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
-         -- numeric throughout: no amount, however large, can make the job fail (for every product).
-         SELECT s.currency, round(sum(s.amount::numeric * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
-                                                   WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
-         FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active'
-         GROUP BY s.currency) m) AS mrr
-    FROM stale)
-  UPDATE checkout.products p
-  SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
-      metrics_mrr = f.mrr, metrics_last_calculated_at = now()
-  FROM figures f WHERE p.organization_id = f.organization_id AND p.id = f.id;
-  GET DIAGNOSTICS v_count = ROW_COUNT;
-  RETURN v_count;
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.products
+    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day';
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    EXIT WHEN v_done >= p_batch;
+    -- Every table is named with the organization, so that Citus runs the statement on its node.
+    WITH stale AS (
+      SELECT organization_id, id FROM checkout.products
+      WHERE (metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day')
+        AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch - v_done FOR NO KEY UPDATE SKIP LOCKED),
+    figures AS (
+      SELECT stale.organization_id, stale.id,
+        (SELECT count(*) FROM checkout.subscriptions s WHERE (v_org IS NULL OR s.organization_id = v_org)
+           AND s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active') AS active,
+        (SELECT count(*) FROM checkout.subscriptions s WHERE (v_org IS NULL OR s.organization_id = v_org)
+           AND s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'trialing') AS trialing,
+        (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
+           -- numeric throughout: no amount, however large, can make the job fail (for every product).
+           -- A searched CASE: Citus sends a simple one (CASE x WHEN ...) garbled (citusdata/citus#2862).
+           SELECT s.currency, round(sum(s.amount::numeric * CASE WHEN s."interval" = 'day' THEN 30 WHEN s."interval" = 'week' THEN 52.0 / 12
+                                                     WHEN s."interval" = 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
+           FROM checkout.subscriptions s WHERE (v_org IS NULL OR s.organization_id = v_org)
+             AND s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active'
+           GROUP BY s.currency) m) AS mrr
+      FROM stale)
+    UPDATE checkout.products p
+    SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
+        metrics_mrr = f.mrr, metrics_last_calculated_at = now()
+    FROM figures f WHERE (v_org IS NULL OR p.organization_id = v_org) AND p.organization_id = f.organization_id AND p.id = f.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_done := v_done + v_count;
+  END LOOP;
+  RETURN v_done;
 END $$;
 
 CREATE OR REPLACE FUNCTION checkout.expire_checkout_sessions(p_batch integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  v_expired integer;
-  v_deleted integer;
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_retention interval := make_interval(secs => checkout.setting_seconds('checkout.session_retention'));
+  v_expired integer := 0;
+  v_deleted integer := 0;
+  v_count integer;
 BEGIN
-  WITH due AS (
-    SELECT id FROM checkout.checkout_sessions
-    WHERE status = 'pending' AND expires_at < now()
-    ORDER BY expires_at LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED)
-  UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
-  FROM due WHERE s.id = due.id;
-  GET DIAGNOSTICS v_expired = ROW_COUNT;
-  WITH old AS (
-    SELECT id FROM checkout.checkout_sessions
-    WHERE status = 'expired'
-      AND expires_at < now() - make_interval(secs => checkout.setting_seconds('checkout.session_retention'))
-    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  DELETE FROM checkout.checkout_sessions s USING old WHERE s.id = old.id;
-  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.checkout_sessions
+    WHERE status IN ('pending', 'expired') AND expires_at < now();
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    WITH due AS (
+      SELECT organization_id, id FROM checkout.checkout_sessions
+      WHERE status = 'pending' AND expires_at < now() AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY expires_at LIMIT p_batch - v_expired FOR NO KEY UPDATE SKIP LOCKED)
+    UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
+    FROM due WHERE (v_org IS NULL OR s.organization_id = v_org) AND s.organization_id = due.organization_id AND s.id = due.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_expired := v_expired + v_count;
+    WITH old AS (
+      SELECT organization_id, id FROM checkout.checkout_sessions
+      WHERE status = 'expired' AND expires_at < now() - v_retention AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY expires_at LIMIT p_batch - v_deleted FOR UPDATE SKIP LOCKED)
+    DELETE FROM checkout.checkout_sessions s USING old
+    WHERE (v_org IS NULL OR s.organization_id = v_org) AND s.organization_id = old.organization_id AND s.id = old.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_deleted := v_deleted + v_count;
+    EXIT WHEN v_expired >= p_batch AND v_deleted >= p_batch;
+  END LOOP;
   RETURN jsonb_build_object('expired', v_expired, 'deleted', v_deleted);
 END $$;
 
@@ -565,53 +624,180 @@ CREATE OR REPLACE FUNCTION checkout.claim_webhook_events(p_batch integer, p_type
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease'));
+  v_max_attempts integer := checkout.setting_integer('checkout.reconciliation_max_attempts');
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_claimed integer := 0;
+  v_event checkout.webhook_events;
 BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
-  UPDATE checkout.webhook_events e
-  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts')
-                    THEN 'failed' ELSE 'deferred' END,
-      error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
-  FROM (SELECT x.id FROM checkout.webhook_events x
-        WHERE x.status = 'processing' AND x.updated_at < now() - v_lease FOR UPDATE SKIP LOCKED) expired
-  WHERE e.id = expired.id;
-  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
-  FROM (SELECT x.id FROM checkout.webhook_events x
-        WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL
-          AND EXISTS (SELECT 1 FROM checkout.webhook_events n
-                      WHERE n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
-                        AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
-        FOR UPDATE SKIP LOCKED) superseded
-  WHERE e.id = superseded.id;
-  -- The type filter is the only text added to the statement; values are bound.
-  RETURN QUERY EXECUTE format($q$
-  WITH due AS (
-    SELECT e.id FROM checkout.webhook_events e
-    WHERE e.status IN ('pending', 'deferred') %s
-      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
-                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
-                        AND o.id <> e.id
-                        AND (o.status = 'processing'
-                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
-                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
-    ORDER BY e.event_created_at, e.created_at
-    LIMIT $1 FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
-  FROM due WHERE e.id = due.id
-  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
-  USING p_batch, p_types;
+  -- On a Citus cluster, organization by organization, as the maintenance jobs (sql/maintenance.sql):
+  -- those with the oldest waiting event first. Within one, and so for each object, the order and
+  -- the guarantees are the single server's.
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(organization_id ORDER BY oldest), '{}') INTO v_orgs FROM (
+      SELECT organization_id, min(event_created_at) AS oldest FROM checkout.webhook_events
+      WHERE status IN ('pending', 'deferred') OR (status = 'processing' AND updated_at < now() - v_lease)
+      GROUP BY organization_id) waiting;
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    EXIT WHEN v_claimed >= p_batch;
+    -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
+    UPDATE checkout.webhook_events e
+    SET status = CASE WHEN e.attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
+        -- no format(): Citus runs no STABLE function on a column of an UPDATE
+        error_message = 'claim lease expired (attempt ' || e.attempts::text || ')', updated_at = now()
+    FROM (SELECT x.organization_id, x.id FROM checkout.webhook_events x
+          WHERE x.status = 'processing' AND x.updated_at < now() - v_lease AND (v_org IS NULL OR x.organization_id = v_org)
+          FOR UPDATE SKIP LOCKED) expired
+    WHERE (v_org IS NULL OR e.organization_id = v_org) AND e.organization_id = expired.organization_id AND e.id = expired.id;
+    UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+    FROM (SELECT x.organization_id, x.id FROM checkout.webhook_events x
+          WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL AND (v_org IS NULL OR x.organization_id = v_org)
+            AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                        WHERE (v_org IS NULL OR n.organization_id = v_org)
+                          AND n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
+                          AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
+          FOR UPDATE SKIP LOCKED) superseded
+    WHERE (v_org IS NULL OR e.organization_id = v_org) AND e.organization_id = superseded.organization_id AND e.id = superseded.id;
+    -- The type filter is the only text added to the statement; values are bound.
+    FOR v_event IN EXECUTE format($q$
+    WITH due AS (
+      SELECT e.organization_id, e.id FROM checkout.webhook_events e
+      WHERE e.status IN ('pending', 'deferred') %s AND ($3 IS NULL OR e.organization_id = $3)
+        AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                        WHERE ($3 IS NULL OR o.organization_id = $3)
+                          AND o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                          AND o.id <> e.id
+                          AND (o.status = 'processing'
+                               OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                               OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
+      ORDER BY e.event_created_at, e.created_at
+      LIMIT $1 FOR UPDATE SKIP LOCKED)
+    UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+    FROM due WHERE ($3 IS NULL OR e.organization_id = $3) AND e.organization_id = due.organization_id AND e.id = due.id
+    RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
+    USING p_batch - v_claimed, p_types, v_org
+    LOOP
+      v_claimed := v_claimed + 1;
+      RETURN NEXT v_event;
+    END LOOP;
+  END LOOP;
 END $$;
 
 CREATE OR REPLACE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  -- Read before the UPDATE: Citus runs no function call inside a CASE of one.
+  v_max_attempts integer := checkout.setting_integer('checkout.reconciliation_max_attempts');
+  v_status text;
+BEGIN
   UPDATE checkout.webhook_events
-  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts') THEN 'failed' ELSE 'deferred' END,
+  SET status = CASE WHEN attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
       error_message = p_error, updated_at = now()
   WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
-  RETURNING status
-$$;
+  RETURNING status INTO v_status;
+  RETURN v_status;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.complete_webhook_event(p_id uuid, p_attempt integer) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  -- PL/pgSQL, not SQL: Citus plans no statement of a SQL function with parameters.
+  UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+  WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt);
+  RETURN FOUND;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
+  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_object text;
+  v_id uuid;
+  v_status text;
+BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
+  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
+     OR p_event_created_at IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
+    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
+      DETAIL = format('organization_id: %s', p_organization_id);
+  END IF;
+  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
+  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
+      SELECT 1 FROM checkout.webhook_events e
+      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
+        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
+    THEN 'stale' ELSE 'pending' END;
+  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
+  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
+  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
+  RETURNING id INTO v_id;
+  IF v_id IS NULL THEN
+    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
+    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
+    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
+  END IF;
+  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.cleanup_expired_idempotency_keys(p_batch integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_deleted integer := 0;
+  v_count integer;
+BEGIN
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.idempotency_keys
+    WHERE expires_at < now() AND status <> 'processing';
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    EXIT WHEN v_deleted >= p_batch;
+    WITH old AS (
+      SELECT organization_id, id FROM checkout.idempotency_keys
+      WHERE expires_at < now() AND status <> 'processing' AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY expires_at LIMIT p_batch - v_deleted FOR UPDATE SKIP LOCKED)
+    DELETE FROM checkout.idempotency_keys k USING old
+    WHERE (v_org IS NULL OR k.organization_id = v_org) AND k.organization_id = old.organization_id AND k.id = old.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_deleted := v_deleted + v_count;
+  END LOOP;
+  RETURN v_deleted;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.update_refund_status(p_organization_id uuid, p_stripe_refund_id text, p_status text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_row checkout.refunds;
+BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
+  IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
+    RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.refunds SET status = p_status
+  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id
+  RETURNING * INTO v_row;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'refund not found in organization' USING ERRCODE = 'no_data_found',
+      DETAIL = format('stripe_refund_id: %s, organization_id: %s', p_stripe_refund_id, p_organization_id);
+  END IF;
+  RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
+END $$;
 
 CREATE OR REPLACE FUNCTION checkout.check_invariants()
 RETURNS TABLE (invariant text, detail text)
@@ -757,7 +943,14 @@ REVOKE ALL ON FUNCTION checkout.import_seed(text, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION checkout.import_seed(text, boolean) IS 'Moves the seed''s tables from a schema into checkout: one row per source table, read = imported + merged + refused. A dry run (the default) writes nothing to checkout''s tables.';
 COMMENT ON FUNCTION checkout.email_is_valid(text) IS 'Whether normalize_email accepts the address and it fits customers.email (254 characters).';
 
--- Scaling out with Citus: checkout.distribute() and the state verify() reports.
+-- Scaling out with Citus: checkout.distribute() and the state verify() reports; routed_here() sets
+-- what a function's statements need on a Citus node (its callers are replaced above).
+CREATE  FUNCTION checkout."routed_here"(
+	"p_one_tenant" bool DEFAULT true /* bool */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'routed_here_wrapper';
 CREATE OR REPLACE FUNCTION checkout.distributed_tables() RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
   SELECT ARRAY['users', 'customers', 'products', 'features', 'subscriptions', 'checkout_sessions',
@@ -861,9 +1054,8 @@ BEGIN
   -- Every function that names its organization (except enqueue_reconciliation: its queue stays on
   -- the coordinator) runs whole on that organization's node when called as a statement of its own
   -- outside a transaction block (Citus delegates no other call; checkout refuses to run one
-  -- elsewhere, see citus::require_tenant_node). Custom plans: a generic plan of a statement on distributed tables cannot
-  -- be routed to a shard. Nested execution: the statements a call and its triggers run touch only
-  -- the tenant's colocated shards on that node, which is what Citus cannot tell by itself.
+  -- elsewhere, see citus::require_tenant_node). What its statements need there, checkout sets
+  -- itself (citus::Routed): no ALTER FUNCTION here, which Citus would not replay on a new node.
   FOR v_fn IN
     SELECT p.oid::regprocedure AS sig, array_position(p.proargnames, 'p_organization_id') AS arg
     FROM pg_proc p
@@ -874,29 +1066,14 @@ BEGIN
     ORDER BY 1
   LOOP
     PERFORM create_distributed_function(v_fn.sig, '$' || v_fn.arg, colocate_with => 'checkout.users');
-    EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan SET citus.allow_nested_distributed_execution = on',
-                   v_fn.sig);
     v_done := v_done || format('%s: runs on its organization''s node', v_fn.sig);
-  END LOOP;
-  -- The trigger functions run the same kind of statements on the shards of a direct write. A SET
-  -- clause makes every firing save and restore the settings (the cost their design avoids on one
-  -- server, src/audit/trigger.rs): paid on a cluster only.
-  FOR v_fn IN
-    SELECT p.oid::regprocedure AS sig FROM pg_proc p
-    WHERE p.pronamespace = 'checkout'::regnamespace AND p.prorettype = 'trigger'::regtype
-      AND NOT coalesce('citus.allow_nested_distributed_execution=on' = ANY (p.proconfig), false)
-    ORDER BY 1
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan SET citus.allow_nested_distributed_execution = on',
-                   v_fn.sig);
-    v_done := v_done || format('%s: runs its statements on the shards', v_fn.sig);
   END LOOP;
   PERFORM set_config('citus.enable_local_reference_table_foreign_keys', coalesce(v_local_fks, 'on'), true);
   RETURN CASE WHEN cardinality(v_done) = 0 THEN 'already distributed: nothing to do'
               ELSE array_to_string(v_done, E'\n') END;
 END $$;
 
-REVOKE ALL ON FUNCTION checkout.distribute() FROM PUBLIC;
+REVOKE ALL ON FUNCTION checkout.distribute(), checkout.routed_here(boolean) FROM PUBLIC;
 COMMENT ON FUNCTION checkout.distribute() IS 'On a Citus coordinator: distributes checkout''s tables by organization and delegates each tenant function to its organization''s node. Run again, it changes nothing.';
 COMMENT ON FUNCTION checkout.distribution_state() IS 'Whether Citus distributes checkout in this database, and how far (one row; verify() reports it).';
 

@@ -757,6 +757,87 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   RETURNING status
 $$;
 
+CREATE OR REPLACE FUNCTION checkout.complete_webhook_event(p_id uuid, p_attempt integer) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  WITH done AS (
+    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+    WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt) RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM done)
+$$;
+
+CREATE OR REPLACE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
+  p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_object text;
+  v_id uuid;
+  v_status text;
+BEGIN
+  IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
+     OR p_event_created_at IS NULL THEN
+    RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF p_provider_event_id = '' OR p_type = '' OR jsonb_typeof(coalesce(p_payload, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'event ids and types must not be empty, and the payload must be a JSON object'
+      USING ERRCODE = 'invalid_parameter_value', DETAIL = format('provider_event_id: %s, type: %s', p_provider_event_id, p_type);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM checkout.organizations WHERE id = p_organization_id) THEN
+    RAISE EXCEPTION 'organization not found' USING ERRCODE = 'no_data_found',
+      DETAIL = format('organization_id: %s', p_organization_id);
+  END IF;
+  v_object := coalesce(p_payload #>> '{data,object,id}', p_payload ->> 'object_id');
+  v_status := CASE WHEN v_object IS NOT NULL AND EXISTS (
+      SELECT 1 FROM checkout.webhook_events e
+      WHERE e.organization_id = p_organization_id AND e.provider = p_provider AND e.object_id = v_object
+        AND e.status = 'processed' AND e.event_created_at > p_event_created_at)
+    THEN 'stale' ELSE 'pending' END;
+  INSERT INTO checkout.webhook_events (organization_id, provider, provider_event_id, type, object_id, status, payload, event_created_at)
+  VALUES (p_organization_id, p_provider, p_provider_event_id, p_type, v_object, v_status, coalesce(p_payload, '{}'), p_event_created_at)
+  ON CONFLICT (organization_id, provider, provider_event_id) DO NOTHING
+  RETURNING id INTO v_id;
+  IF v_id IS NULL THEN
+    SELECT id, status INTO v_id, v_status FROM checkout.webhook_events
+    WHERE organization_id = p_organization_id AND provider = p_provider AND provider_event_id = p_provider_event_id;
+    RETURN jsonb_build_object('duplicate', true, 'event_id', v_id, 'status', v_status);
+  END IF;
+  RETURN jsonb_build_object('duplicate', false, 'event_id', v_id, 'status', v_status);
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.cleanup_expired_idempotency_keys(p_batch integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_deleted integer;
+BEGIN
+  WITH old AS (
+    SELECT id FROM checkout.idempotency_keys
+    WHERE expires_at < now() AND status <> 'processing'
+    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
+  DELETE FROM checkout.idempotency_keys k USING old WHERE k.id = old.id;
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  RETURN v_deleted;
+END $$;
+
+CREATE OR REPLACE FUNCTION checkout.update_refund_status(p_organization_id uuid, p_stripe_refund_id text, p_status text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_row checkout.refunds;
+BEGIN
+  IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
+    RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE checkout.refunds SET status = p_status
+  WHERE organization_id = p_organization_id AND stripe_refund_id = p_stripe_refund_id
+  RETURNING * INTO v_row;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'refund not found in organization' USING ERRCODE = 'no_data_found',
+      DETAIL = format('stripe_refund_id: %s, organization_id: %s', p_stripe_refund_id, p_organization_id);
+  END IF;
+  RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
+END $$;
+DROP FUNCTION checkout.routed_here(boolean);
+
 CREATE OR REPLACE FUNCTION checkout.check_invariants()
 RETURNS TABLE (invariant text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -110,9 +110,8 @@ BEGIN
   -- Every function that names its organization (except enqueue_reconciliation: its queue stays on
   -- the coordinator) runs whole on that organization's node when called as a statement of its own
   -- outside a transaction block (Citus delegates no other call; checkout refuses to run one
-  -- elsewhere, see citus::require_tenant_node). Custom plans: a generic plan of a statement on distributed tables cannot
-  -- be routed to a shard. Nested execution: the statements a call and its triggers run touch only
-  -- the tenant's colocated shards on that node, which is what Citus cannot tell by itself.
+  -- elsewhere, see citus::require_tenant_node). What its statements need there, checkout sets
+  -- itself (citus::Routed): no ALTER FUNCTION here, which Citus would not replay on a new node.
   FOR v_fn IN
     SELECT p.oid::regprocedure AS sig, array_position(p.proargnames, 'p_organization_id') AS arg
     FROM pg_proc p
@@ -123,28 +122,13 @@ BEGIN
     ORDER BY 1
   LOOP
     PERFORM create_distributed_function(v_fn.sig, '$' || v_fn.arg, colocate_with => 'checkout.users');
-    EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan SET citus.allow_nested_distributed_execution = on',
-                   v_fn.sig);
     v_done := v_done || format('%s: runs on its organization''s node', v_fn.sig);
-  END LOOP;
-  -- The trigger functions run the same kind of statements on the shards of a direct write. A SET
-  -- clause makes every firing save and restore the settings (the cost their design avoids on one
-  -- server, src/audit/trigger.rs): paid on a cluster only.
-  FOR v_fn IN
-    SELECT p.oid::regprocedure AS sig FROM pg_proc p
-    WHERE p.pronamespace = 'checkout'::regnamespace AND p.prorettype = 'trigger'::regtype
-      AND NOT coalesce('citus.allow_nested_distributed_execution=on' = ANY (p.proconfig), false)
-    ORDER BY 1
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan SET citus.allow_nested_distributed_execution = on',
-                   v_fn.sig);
-    v_done := v_done || format('%s: runs its statements on the shards', v_fn.sig);
   END LOOP;
   PERFORM set_config('citus.enable_local_reference_table_foreign_keys', coalesce(v_local_fks, 'on'), true);
   RETURN CASE WHEN cardinality(v_done) = 0 THEN 'already distributed: nothing to do'
               ELSE array_to_string(v_done, E'\n') END;
 END $$;
 
-REVOKE ALL ON FUNCTION checkout.distribute() FROM PUBLIC;
+REVOKE ALL ON FUNCTION checkout.distribute(), checkout.routed_here(boolean) FROM PUBLIC;
 COMMENT ON FUNCTION checkout.distribute() IS 'On a Citus coordinator: distributes checkout''s tables by organization and delegates each tenant function to its organization''s node. Run again, it changes nothing.';
 COMMENT ON FUNCTION checkout.distribution_state() IS 'Whether Citus distributes checkout in this database, and how far (one row; verify() reports it).';

@@ -42,35 +42,61 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET checkout.change_type = 'cancelled' SET checkout.change_reason = 'cancel_at_period_end'
 AS $$
 DECLARE
+  v_tenants uuid[] := ARRAY[NULL::uuid];
+  v_tenant uuid;
+  v_cluster boolean := checkout.routed_here(false);
   v_orgs uuid[];
   v_due uuid[];
   v_customers uuid[];
   v_products uuid[];
-  v_count integer;
+  v_count integer := 0;
+  v_ended integer;
 BEGIN
-  -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
-  -- and product it points to (which the row lock taken here keeps as they are).
-  SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
-  INTO v_orgs, v_due, v_customers, v_products FROM (
-    SELECT organization_id, id, customer_id, product_id FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
-    ORDER BY current_period_end LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED) due;
-  -- The rows the triggers will touch, locked customers first, then products, each in id order:
-  -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
-  -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
-  -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
-  -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
-  -- hold, a lock order no single call follows.
-  PERFORM 1 FROM checkout.customers c
-  WHERE (c.organization_id, c.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_customers) AS d(organization_id, id))
-  ORDER BY c.id FOR NO KEY UPDATE;
-  PERFORM 1 FROM checkout.products p
-  WHERE (p.organization_id, p.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_products) AS d(organization_id, id))
-  ORDER BY p.id FOR NO KEY UPDATE;
-  UPDATE checkout.subscriptions s SET status = 'canceled'
-  FROM unnest(v_orgs, v_due) AS d(organization_id, id)
-  WHERE s.organization_id = d.organization_id AND s.id = d.id;
-  GET DIAGNOSTICS v_count = ROW_COUNT;
+  IF v_cluster THEN
+    -- One organization at a time, as every job on a cluster (sql/maintenance.sql). The audit
+    -- trigger runs on the shard's node, so the change type and reason go there too: Citus sends
+    -- a SET LOCAL to the nodes of the transaction (citus.propagate_set_commands, set by routed_here).
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_tenants FROM checkout.subscriptions
+    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired');
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+    SET LOCAL checkout.change_type = 'cancelled';
+    SET LOCAL checkout.change_reason = 'cancel_at_period_end';
+  END IF;
+  FOREACH v_tenant IN ARRAY v_tenants LOOP
+    EXIT WHEN v_count >= p_batch;
+    -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
+    -- and product it points to (which the row lock taken here keeps as they are).
+    SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
+    INTO v_orgs, v_due, v_customers, v_products FROM (
+      SELECT organization_id, id, customer_id, product_id FROM checkout.subscriptions
+      WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+        AND (v_tenant IS NULL OR organization_id = v_tenant)
+      ORDER BY current_period_end LIMIT p_batch - v_count FOR NO KEY UPDATE SKIP LOCKED) due;
+    -- The rows the triggers will touch, locked customers first, then products, each in id order:
+    -- the order single calls take them in, so a batch and a call cannot deadlock. Every product, not
+    -- only those whose metrics the triggers clear: a refresh committing in between would otherwise
+    -- leave one to be locked later, out of order. FOR NO KEY UPDATE (what an UPDATE takes): FOR
+    -- UPDATE would also wait on the key-share locks that foreign-key checks of concurrent inserts
+    -- hold, a lock order no single call follows.
+    PERFORM 1 FROM checkout.customers c
+    WHERE (c.organization_id, c.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_customers) AS d(organization_id, id))
+      AND (v_tenant IS NULL OR c.organization_id = v_tenant)
+    ORDER BY c.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM checkout.products p
+    WHERE (p.organization_id, p.id) IN (SELECT d.organization_id, d.id FROM unnest(v_orgs, v_products) AS d(organization_id, id))
+      AND (v_tenant IS NULL OR p.organization_id = v_tenant)
+    ORDER BY p.id FOR NO KEY UPDATE;
+    UPDATE checkout.subscriptions s SET status = 'canceled'
+    FROM unnest(v_orgs, v_due) AS d(organization_id, id)
+    WHERE (v_tenant IS NULL OR s.organization_id = v_tenant) AND s.organization_id = d.organization_id AND s.id = d.id;
+    GET DIAGNOSTICS v_ended = ROW_COUNT;
+    v_count := v_count + v_ended;
+  END LOOP;
+  IF v_cluster THEN
+    -- The nodes' sessions go on with the transaction: they get their settings back.
+    RESET checkout.change_type;
+    RESET checkout.change_reason;
+  END IF;
   RETURN v_count;
 END $$;
 REVOKE ALL ON FUNCTION checkout.end_subscription_periods(integer) FROM PUBLIC;

@@ -12,6 +12,12 @@ CREATE TABLE checkout.maintenance_runs (
 );
 COMMENT ON TABLE checkout.maintenance_runs IS 'Outcome of the last run of each maintenance job (operational state, not dumped).';
 
+-- On a Citus cluster (checkout.routed_here(false) is true) a row lock across shards is refused. A job
+-- there first finds, without locks, the organizations with due rows, then works through them one
+-- at a time with statements that name the organization (v_org), which Citus runs on its node,
+-- SKIP LOCKED as on one server; p_batch bounds the whole run. On one server v_org is NULL and one
+-- pass covers every organization.
+
 -- The jobs read their settings through checkout.setting_seconds() and checkout.setting_integer()
 -- (src/gucs.rs): native, so calling one loads the library, whose settings then discard a value a
 -- non-superuser SET before it was loaded. Their defaults are in src/gucs.rs only.
@@ -21,23 +27,37 @@ COMMENT ON TABLE checkout.maintenance_runs IS 'Outcome of the last run of each m
 CREATE FUNCTION checkout.expire_checkout_sessions(p_batch integer DEFAULT 1000) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  v_expired integer;
-  v_deleted integer;
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_retention interval := make_interval(secs => checkout.setting_seconds('checkout.session_retention'));
+  v_expired integer := 0;
+  v_deleted integer := 0;
+  v_count integer;
 BEGIN
-  WITH due AS (
-    SELECT id FROM checkout.checkout_sessions
-    WHERE status = 'pending' AND expires_at < now()
-    ORDER BY expires_at LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED)
-  UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
-  FROM due WHERE s.id = due.id;
-  GET DIAGNOSTICS v_expired = ROW_COUNT;
-  WITH old AS (
-    SELECT id FROM checkout.checkout_sessions
-    WHERE status = 'expired'
-      AND expires_at < now() - make_interval(secs => checkout.setting_seconds('checkout.session_retention'))
-    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  DELETE FROM checkout.checkout_sessions s USING old WHERE s.id = old.id;
-  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.checkout_sessions
+    WHERE status IN ('pending', 'expired') AND expires_at < now();
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    WITH due AS (
+      SELECT organization_id, id FROM checkout.checkout_sessions
+      WHERE status = 'pending' AND expires_at < now() AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY expires_at LIMIT p_batch - v_expired FOR NO KEY UPDATE SKIP LOCKED)
+    UPDATE checkout.checkout_sessions s SET status = 'expired', updated_at = now()
+    FROM due WHERE (v_org IS NULL OR s.organization_id = v_org) AND s.organization_id = due.organization_id AND s.id = due.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_expired := v_expired + v_count;
+    WITH old AS (
+      SELECT organization_id, id FROM checkout.checkout_sessions
+      WHERE status = 'expired' AND expires_at < now() - v_retention AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY expires_at LIMIT p_batch - v_deleted FOR UPDATE SKIP LOCKED)
+    DELETE FROM checkout.checkout_sessions s USING old
+    WHERE (v_org IS NULL OR s.organization_id = v_org) AND s.organization_id = old.organization_id AND s.id = old.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_deleted := v_deleted + v_count;
+    EXIT WHEN v_expired >= p_batch AND v_deleted >= p_batch;
+  END LOOP;
   RETURN jsonb_build_object('expired', v_expired, 'deleted', v_deleted);
 END $$;
 
@@ -46,14 +66,27 @@ END $$;
 CREATE FUNCTION checkout.cleanup_expired_idempotency_keys(p_batch integer DEFAULT 10000) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  v_deleted integer;
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_deleted integer := 0;
+  v_count integer;
 BEGIN
-  WITH old AS (
-    SELECT id FROM checkout.idempotency_keys
-    WHERE expires_at < now() AND status <> 'processing'
-    ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED)
-  DELETE FROM checkout.idempotency_keys k USING old WHERE k.id = old.id;
-  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.idempotency_keys
+    WHERE expires_at < now() AND status <> 'processing';
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    EXIT WHEN v_deleted >= p_batch;
+    WITH old AS (
+      SELECT organization_id, id FROM checkout.idempotency_keys
+      WHERE expires_at < now() AND status <> 'processing' AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY expires_at LIMIT p_batch - v_deleted FOR UPDATE SKIP LOCKED)
+    DELETE FROM checkout.idempotency_keys k USING old
+    WHERE (v_org IS NULL OR k.organization_id = v_org) AND k.organization_id = old.organization_id AND k.id = old.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_deleted := v_deleted + v_count;
+  END LOOP;
   RETURN v_deleted;
 END $$;
 
@@ -172,29 +205,47 @@ END $$;
 CREATE FUNCTION checkout.refresh_product_metrics(p_batch integer DEFAULT 100) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_done integer := 0;
   v_count integer;
 BEGIN
-  WITH stale AS (
-    SELECT organization_id, id FROM checkout.products
-    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
-    ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch FOR NO KEY UPDATE SKIP LOCKED),
-  figures AS (
-    SELECT stale.organization_id, stale.id,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active') AS active,
-      (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'trialing') AS trialing,
-      (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
-         -- numeric throughout: no amount, however large, can make the job fail (for every product).
-         SELECT s.currency, round(sum(s.amount::numeric * CASE s."interval" WHEN 'day' THEN 30 WHEN 'week' THEN 52.0 / 12
-                                                   WHEN 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
-         FROM checkout.subscriptions s WHERE s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active'
-         GROUP BY s.currency) m) AS mrr
-    FROM stale)
-  UPDATE checkout.products p
-  SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
-      metrics_mrr = f.mrr, metrics_last_calculated_at = now()
-  FROM figures f WHERE p.organization_id = f.organization_id AND p.id = f.id;
-  GET DIAGNOSTICS v_count = ROW_COUNT;
-  RETURN v_count;
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.products
+    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day';
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    EXIT WHEN v_done >= p_batch;
+    -- Every table is named with the organization, so that Citus runs the statement on its node.
+    WITH stale AS (
+      SELECT organization_id, id FROM checkout.products
+      WHERE (metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day')
+        AND (v_org IS NULL OR organization_id = v_org)
+      ORDER BY metrics_last_calculated_at NULLS FIRST LIMIT p_batch - v_done FOR NO KEY UPDATE SKIP LOCKED),
+    figures AS (
+      SELECT stale.organization_id, stale.id,
+        (SELECT count(*) FROM checkout.subscriptions s WHERE (v_org IS NULL OR s.organization_id = v_org)
+           AND s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active') AS active,
+        (SELECT count(*) FROM checkout.subscriptions s WHERE (v_org IS NULL OR s.organization_id = v_org)
+           AND s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'trialing') AS trialing,
+        (SELECT coalesce(jsonb_object_agg(currency, mrr), '{}') FROM (
+           -- numeric throughout: no amount, however large, can make the job fail (for every product).
+           -- A searched CASE: Citus sends a simple one (CASE x WHEN ...) garbled (citusdata/citus#2862).
+           SELECT s.currency, round(sum(s.amount::numeric * CASE WHEN s."interval" = 'day' THEN 30 WHEN s."interval" = 'week' THEN 52.0 / 12
+                                                     WHEN s."interval" = 'month' THEN 1 ELSE 1.0 / 12 END / s.interval_count)) AS mrr
+           FROM checkout.subscriptions s WHERE (v_org IS NULL OR s.organization_id = v_org)
+             AND s.organization_id = stale.organization_id AND s.product_id = stale.id AND s.status = 'active'
+           GROUP BY s.currency) m) AS mrr
+      FROM stale)
+    UPDATE checkout.products p
+    SET metrics_active_subscriptions = f.active, metrics_trialing_subscriptions = f.trialing,
+        metrics_mrr = f.mrr, metrics_last_calculated_at = now()
+    FROM figures f WHERE (v_org IS NULL OR p.organization_id = v_org) AND p.organization_id = f.organization_id AND p.id = f.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_done := v_done + v_count;
+  END LOOP;
+  RETURN v_done;
 END $$;
 
 -- Runs every job once; a job that fails is recorded (and its work rolled back) and the others run.

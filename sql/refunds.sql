@@ -36,6 +36,7 @@ DECLARE
   v_id uuid;
   v_currency text := lower(p_currency);
 BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
   IF p_organization_id IS NULL OR p_payment_intent_id IS NULL OR p_stripe_refund_id IS NULL OR p_amount IS NULL
      OR p_currency IS NULL THEN
     RAISE EXCEPTION 'p_organization_id, p_payment_intent_id, p_stripe_refund_id, p_amount and p_currency must not be NULL'
@@ -99,6 +100,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_row checkout.refunds;
 BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
   IF p_status IS NULL OR p_status NOT IN ('pending', 'succeeded', 'failed', 'canceled') THEN
     RAISE EXCEPTION 'unknown refund status %', p_status USING ERRCODE = 'invalid_parameter_value';
   END IF;

@@ -12,6 +12,7 @@ DECLARE
   v_id uuid;
   v_status text;
 BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
   IF p_organization_id IS NULL OR p_provider_event_id IS NULL OR p_type IS NULL OR p_provider IS NULL
      OR p_event_created_at IS NULL THEN
     RAISE EXCEPTION 'p_organization_id, p_provider_event_id, p_type, p_event_created_at and p_provider must not be NULL'
@@ -57,43 +58,68 @@ CREATE FUNCTION checkout.claim_webhook_events(p_batch integer, p_types text[]) R
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_lease interval := make_interval(secs => checkout.setting_seconds('checkout.webhook_lease'));
+  v_max_attempts integer := checkout.setting_integer('checkout.reconciliation_max_attempts');
+  v_orgs uuid[] := ARRAY[NULL::uuid];
+  v_org uuid;
+  v_claimed integer := 0;
+  v_event checkout.webhook_events;
 BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
-  UPDATE checkout.webhook_events e
-  SET status = CASE WHEN e.attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts')
-                    THEN 'failed' ELSE 'deferred' END,
-      error_message = format('claim lease expired (attempt %s)', e.attempts), updated_at = now()
-  FROM (SELECT x.id FROM checkout.webhook_events x
-        WHERE x.status = 'processing' AND x.updated_at < now() - v_lease FOR UPDATE SKIP LOCKED) expired
-  WHERE e.id = expired.id;
-  UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
-  FROM (SELECT x.id FROM checkout.webhook_events x
-        WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL
-          AND EXISTS (SELECT 1 FROM checkout.webhook_events n
-                      WHERE n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
-                        AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
-        FOR UPDATE SKIP LOCKED) superseded
-  WHERE e.id = superseded.id;
-  -- The type filter is the only text added to the statement; values are bound.
-  RETURN QUERY EXECUTE format($q$
-  WITH due AS (
-    SELECT e.id FROM checkout.webhook_events e
-    WHERE e.status IN ('pending', 'deferred') %s
-      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
-                      WHERE o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
-                        AND o.id <> e.id
-                        AND (o.status = 'processing'
-                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
-                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
-    ORDER BY e.event_created_at, e.created_at
-    LIMIT $1 FOR UPDATE SKIP LOCKED)
-  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
-  FROM due WHERE e.id = due.id
-  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
-  USING p_batch, p_types;
+  -- On a Citus cluster, organization by organization, as the maintenance jobs (sql/maintenance.sql):
+  -- those with the oldest waiting event first. Within one, and so for each object, the order and
+  -- the guarantees are the single server's.
+  IF checkout.routed_here(false) THEN
+    SELECT coalesce(array_agg(organization_id ORDER BY oldest), '{}') INTO v_orgs FROM (
+      SELECT organization_id, min(event_created_at) AS oldest FROM checkout.webhook_events
+      WHERE status IN ('pending', 'deferred') OR (status = 'processing' AND updated_at < now() - v_lease)
+      GROUP BY organization_id) waiting;
+    PERFORM checkout.routed_here(); -- from here on, each statement names one organization
+  END IF;
+  FOREACH v_org IN ARRAY v_orgs LOOP
+    EXIT WHEN v_claimed >= p_batch;
+    -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
+    UPDATE checkout.webhook_events e
+    SET status = CASE WHEN e.attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
+        -- no format(): Citus runs no STABLE function on a column of an UPDATE
+        error_message = 'claim lease expired (attempt ' || e.attempts::text || ')', updated_at = now()
+    FROM (SELECT x.organization_id, x.id FROM checkout.webhook_events x
+          WHERE x.status = 'processing' AND x.updated_at < now() - v_lease AND (v_org IS NULL OR x.organization_id = v_org)
+          FOR UPDATE SKIP LOCKED) expired
+    WHERE (v_org IS NULL OR e.organization_id = v_org) AND e.organization_id = expired.organization_id AND e.id = expired.id;
+    UPDATE checkout.webhook_events e SET status = 'stale', updated_at = now()
+    FROM (SELECT x.organization_id, x.id FROM checkout.webhook_events x
+          WHERE x.status IN ('pending', 'deferred') AND x.object_id IS NOT NULL AND (v_org IS NULL OR x.organization_id = v_org)
+            AND EXISTS (SELECT 1 FROM checkout.webhook_events n
+                        WHERE (v_org IS NULL OR n.organization_id = v_org)
+                          AND n.organization_id = x.organization_id AND n.provider = x.provider AND n.object_id = x.object_id
+                          AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
+          FOR UPDATE SKIP LOCKED) superseded
+    WHERE (v_org IS NULL OR e.organization_id = v_org) AND e.organization_id = superseded.organization_id AND e.id = superseded.id;
+    -- The type filter is the only text added to the statement; values are bound.
+    FOR v_event IN EXECUTE format($q$
+    WITH due AS (
+      SELECT e.organization_id, e.id FROM checkout.webhook_events e
+      WHERE e.status IN ('pending', 'deferred') %s AND ($3 IS NULL OR e.organization_id = $3)
+        AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                        WHERE ($3 IS NULL OR o.organization_id = $3)
+                          AND o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                          AND o.id <> e.id
+                          AND (o.status = 'processing'
+                               OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                               OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
+      ORDER BY e.event_created_at, e.created_at
+      LIMIT $1 FOR UPDATE SKIP LOCKED)
+    UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+    FROM due WHERE ($3 IS NULL OR e.organization_id = $3) AND e.organization_id = due.organization_id AND e.id = due.id
+    RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
+    USING p_batch - v_claimed, p_types, v_org
+    LOOP
+      v_claimed := v_claimed + 1;
+      RETURN NEXT v_event;
+    END LOOP;
+  END LOOP;
 END $$;
 
 -- Every type.
@@ -105,12 +131,13 @@ $$;
 -- Processed. p_attempt (the attempts of the claimed row) ties the call to its claim: after the
 -- lease ran out and another worker claimed the event, it returns false. Without it, any claim.
 CREATE FUNCTION checkout.complete_webhook_event(p_id uuid, p_attempt integer) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  WITH done AS (
-    UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
-    WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt) RETURNING 1)
-  SELECT EXISTS (SELECT 1 FROM done)
-$$;
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  -- PL/pgSQL, not SQL: Citus plans no statement of a SQL function with parameters.
+  UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+  WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt);
+  RETURN FOUND;
+END $$;
 CREATE FUNCTION checkout.complete_webhook_event(p_id uuid) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT checkout.complete_webhook_event(p_id, NULL::integer)
@@ -120,13 +147,19 @@ $$;
 -- checkout.reconciliation_max_attempts attempts. p_attempt as for complete_webhook_event; NULL (no
 -- row) when the claim is not (or no longer) the caller's.
 CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text, p_attempt integer) RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  -- Read before the UPDATE: Citus runs no function call inside a CASE of one.
+  v_max_attempts integer := checkout.setting_integer('checkout.reconciliation_max_attempts');
+  v_status text;
+BEGIN
   UPDATE checkout.webhook_events
-  SET status = CASE WHEN attempts >= checkout.setting_integer('checkout.reconciliation_max_attempts') THEN 'failed' ELSE 'deferred' END,
+  SET status = CASE WHEN attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
       error_message = p_error, updated_at = now()
   WHERE id = p_id AND status = 'processing' AND (p_attempt IS NULL OR attempts = p_attempt)
-  RETURNING status
-$$;
+  RETURNING status INTO v_status;
+  RETURN v_status;
+END $$;
 CREATE FUNCTION checkout.fail_webhook_event(p_id uuid, p_error text) RETURNS text
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT checkout.fail_webhook_event(p_id, p_error, NULL::integer)

@@ -13,7 +13,7 @@ use std::ffi::CStr;
 pgrx::extension_sql_file!(
     "../sql/distribute.sql",
     name = "distribute",
-    requires = ["schema"]
+    requires = ["schema", routed_here]
 );
 
 /// Whether Citus distributes checkout's tables in this database. The answer is kept until a
@@ -97,11 +97,97 @@ pub fn tenant_shards(
 /// holds `organization`'s shards. Elsewhere its writes would run in other backends, where the
 /// triggers do not see what the call tells them (change type, actor, reason), and its audit rows
 /// and counters would be wrong. Citus runs a call on its tenant's node when it is a statement of
-/// its own outside a transaction block.
-pub fn require_tenant_node(function: &str, organization: &Uuid) {
+/// its own outside a transaction block. Returns the [`Routed`] settings for the call.
+pub fn require_tenant_node(function: &str, organization: &Uuid) -> Routed {
     if distributed() {
         tenant_shards(function, organization, &[c"subscriptions"]);
     }
+    routed()
+}
+
+/// What the statements of a call or of a trigger firing need on a Citus node, for as long as the
+/// guard lives:
+/// - custom plans: Citus routes a statement by the organization value it names, which a generic
+///   plan leaves a parameter;
+/// - nested execution: they touch only the tenant's colocated shards on this node, which Citus
+///   cannot tell by itself;
+/// - and to keep that true, an error for any statement Citus would split over several shards
+///   (`citus.multi_task_query_log_level`): run nested, it would open a distributed transaction of
+///   its own inside the caller's, which Citus does not support (a node crashed committing one);
+/// - SET LOCAL sent on to the nodes a statement runs on (a maintenance job's audit context,
+///   sql/lifecycle.sql).
+///
+/// The code sets them, not the functions' SET clauses: Citus does not replay an extension's ALTER
+/// FUNCTION on a node added later, and on one server they would cost every call a settings save
+/// and restore.
+pub struct Routed {
+    level: Option<std::ffi::c_int>,
+}
+
+/// [`Routed`] settings when Citus distributes checkout here; nothing otherwise.
+pub fn routed() -> Routed {
+    if distributed() {
+        on_shards()
+    } else {
+        Routed { level: None }
+    }
+}
+
+/// [`Routed`] settings, for a trigger firing on a shard (only Citus creates those).
+pub fn on_shards() -> Routed {
+    // SAFETY: what fmgr_security_definer does around a call with a SET clause: a GUC nest level
+    // whose settings are restored when it is popped (by Drop, or by the abort of an error).
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    set_routing_settings(true);
+    Routed { level: Some(level) }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        // While an error unwinds, the (sub)transaction abort pops the level itself.
+        if let (Some(level), false) = (self.level, std::thread::panicking()) {
+            // SAFETY: the level pushed by on_shards, popped once.
+            unsafe { pg_sys::AtEOXact_GUC(true, level) };
+        }
+    }
+}
+
+fn set_routing_settings(one_tenant: bool) {
+    let split = if one_tenant { c"error" } else { c"off" };
+    for (name, value) in [
+        (c"plan_cache_mode", c"force_custom_plan"),
+        (c"citus.allow_nested_distributed_execution", c"on"),
+        (c"citus.multi_task_query_log_level", split),
+        (c"citus.propagate_set_commands", c"local"),
+    ] {
+        // SAFETY: NUL-terminated names and values of user-settable settings; a failure raises.
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0, // elevel: ERROR, for a session source
+                false,
+            )
+        };
+    }
+}
+
+/// For checkout's SQL functions that run on a tenant's node (or per tenant): whether Citus
+/// distributes checkout here and, when it does, the [`Routed`] settings for the rest of the calling
+/// function. They are saved at its level, so they are restored when it returns: every caller has
+/// a SET clause, which gives it a level of its own. A maintenance job passes `false` while it
+/// looks for the organizations with due rows, over every shard, then calls it again.
+#[pgrx::pg_extern(volatile, parallel_unsafe)]
+pub fn routed_here(p_one_tenant: pgrx::default!(bool, "true")) -> bool {
+    let distributed = distributed();
+    if distributed {
+        set_routing_settings(p_one_tenant);
+    }
+    distributed
 }
 
 #[track_caller]
@@ -152,6 +238,11 @@ mod tests {
             "P0002"
         );
         assert!(!super::distributed());
+        // Nor does a function's call change a setting for Citus.
+        assert_eq!(
+            text("SELECT checkout.routed_here()::text || ' ' || current_setting('plan_cache_mode')"),
+            "false auto"
+        );
         // Only its owner may distribute.
         assert_eq!(
             text(

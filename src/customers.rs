@@ -82,6 +82,7 @@ fn upsert_customer_atomic(
         );
     }
 
+    let _routed = crate::citus::routed();
     Spi::connect_mut(|client| {
         if let Some(external_id) = p_external_id {
             let found = update(

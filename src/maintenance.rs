@@ -14,7 +14,12 @@ use std::time::Duration;
 extension_sql_file!(
     "../sql/maintenance.sql",
     name = "maintenance",
-    requires = ["schema", gucs::setting_seconds, gucs::setting_integer]
+    requires = [
+        "schema",
+        gucs::setting_seconds,
+        gucs::setting_integer,
+        citus::routed_here
+    ]
 );
 
 /// Registers the workers; only possible while the postmaster loads shared_preload_libraries.

@@ -10,6 +10,7 @@ extension_sql_file!(
     requires = [
         "schema",
         audit::restoring,
+        citus::routed_here,
         refunds::guards::guard_refund_status,
         refunds::guards::guard_payment_refunded
     ]

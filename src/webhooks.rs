@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 extension_sql_file!(
     "../sql/webhooks.sql",
     name = "webhooks",
-    requires = ["schema", "maintenance"]
+    requires = ["schema", "maintenance", citus::routed_here]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -60,6 +60,8 @@ pub struct Firing<'a> {
     pub new: Row<'a>,
     /// OLD: absent on INSERT.
     pub old: Row<'a>,
+    /// On a shard, the settings of the statements the firing runs, until it returns.
+    _routed: Option<crate::citus::Routed>,
 }
 
 /// Checks that `checkout.<function>()` fires as a row trigger of `checkout.<table>` at `when`, and
@@ -81,7 +83,9 @@ pub fn fired<'a>(
         When::Before => pg_sys::TRIGGER_EVENT_BEFORE,
         When::After => pg_sys::TRIGGER_EVENT_AFTER,
     };
-    if (relation.rd_id != checkout_table(table) && !is_shard_of(relation, table))
+    let own = relation.rd_id == checkout_table(table);
+    let on_shard = !own && is_shard_of(relation, table);
+    if !(own || on_shard)
         || event & pg_sys::TRIGGER_EVENT_ROW == 0
         || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != timing
     {
@@ -116,6 +120,7 @@ pub fn fired<'a>(
         op,
         new: Row::new(new, relation.rd_att),
         old: Row::new(old, relation.rd_att),
+        _routed: on_shard.then(crate::citus::on_shards),
     }
 }
 

@@ -228,7 +228,7 @@ fn create_subscription_atomic(
     let elements = feature_elements(p_features).unwrap_or_else(|e| invalid(e));
     let features = input::features(&elements).unwrap_or_else(|e| invalid(e));
 
-    crate::citus::require_tenant_node(OPERATION, &organization);
+    let _routed = crate::citus::require_tenant_node(OPERATION, &organization);
     Spi::connect_mut(|client| {
         let key = match p_idempotency_key {
             None => None,

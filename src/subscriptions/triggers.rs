@@ -29,6 +29,7 @@ extension_sql_file!(
         audit::invoking_role,
         audit::subscription_audit_skipped,
         audit::restoring,
+        citus::routed_here,
         guard_subscription_update,
         audit_subscription_change
     ]
@@ -261,8 +262,10 @@ WHERE c.organization_id OPERATOR(pg_catalog.=) $1 AND c.id OPERATOR(pg_catalog.=
 const CUSTOMER_RECOUNT_SQL: &str = "
 UPDATE checkout.customers c
 SET has_active_subscription = EXISTS (
+      -- $1 rather than c.organization_id: Citus routes the statement to one shard only when
+      -- every table in it names the organization's value.
       SELECT FROM checkout.subscriptions s
-      WHERE s.organization_id OPERATOR(pg_catalog.=) c.organization_id AND s.customer_id OPERATOR(pg_catalog.=) c.id
+      WHERE s.organization_id OPERATOR(pg_catalog.=) $1 AND s.customer_id OPERATOR(pg_catalog.=) c.id
         AND s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}'::pg_catalog.text[])),
     updated_at = pg_catalog.now()
 WHERE c.organization_id OPERATOR(pg_catalog.=) $1 AND c.id OPERATOR(pg_catalog.=) $2";

@@ -1,23 +1,31 @@
-# Issue 17: checkout distributed by Citus. A coordinator and two workers (PostgreSQL 15, the one
-# server scripts/setup builds Citus for), checkout.distribute(), then the contract through the
+# Issue 17: checkout distributed by Citus. A coordinator and two workers (PostgreSQL 15 and 16,
+# the servers scripts/setup builds Citus for), checkout.distribute(), then the contract through the
 # coordinator: tenants on different workers, the lifecycle and its audit, replays, the state
-# machine, trial abuse within a tenant and not across, refunds, webhooks, 16-session races on one
-# pair and on one key, a shard move under writes, check_invariants() and verify().
+# machine, trial abuse within a tenant and not across, refunds, webhooks, the maintenance worker
+# and the webhook queue across nodes, 16-session races on one pair and on one key, a shard move
+# and a rebalance onto a node added later under writes, check_invariants() and verify().
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/../../scripts/env.sh"
-[ "$E2E_VERSION" = 15 ] || { echo "skipped: Citus is built for PostgreSQL 15 here"; exit 0; }
+case "$E2E_VERSION" in
+  15 | 16) ;;
+  *) echo "skipped: Citus 13.2 supports PostgreSQL 15 to 17, not $E2E_VERSION"; exit 0 ;;
+esac
 [ -f "$("$E2E_BIN/pg_config" --pkglibdir)/citus.so" ] \
-  || skip "Citus is not installed for PostgreSQL 15 (scripts/setup builds it from ../shared/vendor)"
+  || skip "Citus is not installed for PostgreSQL $E2E_VERSION (scripts/setup builds it from ../shared/vendor)"
 
-base=$((E2E_PORT + 300)) # coordinator; the workers on base + 1 and base + 2
-nodes=($base $((base + 1)) $((base + 2)))
+base=$((E2E_PORT + 300)) # coordinator; the workers on base + 1 and base + 2, and base + 3 added later
+nodes=($base $((base + 1)) $((base + 2)) $((base + 3)))
 dir() { echo "$PGDATA_BASE/citus-$1"; }
-cleanup() { for p in "${nodes[@]}"; do stop_cluster 15 "$(dir "$p")" || true; rm -rf "$(dir "$p")" || true; done; }
-trap cleanup EXIT
+cleanup() { for p in "${nodes[@]}"; do stop_cluster "$E2E_VERSION" "$(dir "$p")" || true; rm -rf "$(dir "$p")" || true; done; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"; cleanup' EXIT
 cleanup
 for p in "${nodes[@]}"; do
-  start_cluster 15 "$(dir "$p")" "$p" "shared_preload_libraries = 'citus'" "citus.enable_unsafe_triggers = on" \
-    "max_prepared_transactions = 100" "max_connections = 100" "fsync = off"
+  # The coordinator runs checkout's maintenance worker (idle until the maintenance section).
+  preload=citus; [ "$p" = "$base" ] && preload=citus,checkout
+  start_cluster "$E2E_VERSION" "$(dir "$p")" "$p" "shared_preload_libraries = '$preload'" "citus.enable_unsafe_triggers = on" \
+    "max_prepared_transactions = 100" "max_connections = 100" "fsync = off" \
+    "checkout.maintenance_databases = 'postgres'" "checkout.maintenance_interval = '1h'"
 done
 at() { # PORT [psql args]: quiet, unaligned, stop on error, NOTICEs off
   local port=$1; shift
@@ -114,8 +122,93 @@ C -c "INSERT INTO checkout.payment_intents (organization_id, customer_id, stripe
       VALUES ('$A', '$jane', 'pi_1', 1000, 'usd', 'succeeded')"
 assert_eq pending "$(json "SELECT checkout.record_refund('$A', 'pi_1', 're_1', 400, 'usd')" | field status)" "a refund"
 assert_eq 23514 "$(state_of "SELECT checkout.record_refund('$A', 'pi_1', 're_2', 700, 'usd')")" "a refund beyond the payment"
+assert_eq succeeded "$(json "SELECT checkout.update_refund_status('$A', 're_1', 'succeeded')" | field status)" "the refund's status"
+assert_eq 09000 "$(state_of "SELECT checkout.update_refund_status('$A', 're_1', 'pending')")" "a refund's status going back"
 event="SELECT checkout.record_webhook_event('$B'::uuid, 'evt_1', 'invoice.paid', '{}'::jsonb, '2026-12-01T00:00:00Z')"
 assert_eq "false true" "$(json "$event" | field duplicate) $(json "$event" | field duplicate)" "a webhook event recorded once"
+
+# Ending a subscription by a direct UPDATE through the coordinator: the triggers on the shard stamp
+# it and revoke its grants (their statements there need the settings checkout sets on a shard).
+direct=$(json "SELECT checkout.create_subscription_atomic($(sub active 100), ARRAY['{\"feature_id\": \"$sso\"}'::jsonb], '$variant', '$pA2', '$A')" | field subscription_id)
+C -c "UPDATE checkout.subscriptions SET status = 'canceled' WHERE organization_id = '$A' AND id = '$direct'"
+assert_eq "true true" "$(C -c "SELECT (s.ended_at IS NOT NULL) || ' ' || bool_and(g.revoked_at IS NOT NULL) FROM checkout.subscriptions s
+  JOIN checkout.feature_grants g ON g.organization_id = s.organization_id AND g.subscription_id = s.id
+  WHERE s.organization_id = '$A' AND s.id = '$direct' GROUP BY s.ended_at")" "a direct UPDATE that ends a subscription"
+
+# Maintenance: the coordinator's background worker runs every job, organization by organization on
+# the tenants' nodes (A and B are on different workers), with the audit context of each job.
+ending() { # TENANT PRODUCT EMAIL KEY: an active subscription set to cancel at the end of a period that is over
+  local c s; c=$(upsert "$1" "$3" | field customer_id)
+  s=$(json "SELECT checkout.create_subscription_atomic($(sub active 100), NULL, '$c', '$2', '$1', '$4')" | field subscription_id)
+  json "SELECT checkout.cancel_subscription_atomic('$s', '$1', true, 'ending')" >/dev/null
+  C -c "UPDATE checkout.subscriptions SET current_period_start = '2025-01-01', current_period_end = '2026-01-01'
+        WHERE organization_id = '$1' AND id = '$s'"
+  echo "$s"
+}
+endA=$(ending "$A" "$pA2" 'ending@example.com' 'end-a') endB=$(ending "$B" "$pB1" 'ending@example.com' 'end-b')
+C -c "INSERT INTO checkout.checkout_sessions (organization_id, status, expires_at, stripe_session_id) VALUES
+        ('$A', 'pending', now() - interval '1 minute', 'cs_a_due'), ('$A', 'pending', now() + interval '1 hour', 'cs_a_open'),
+        ('$B', 'pending', now() - interval '1 minute', 'cs_b_due'), ('$B', 'expired', now() - interval '2 days', 'cs_b_old')" \
+  -c "UPDATE checkout.idempotency_keys SET expires_at = now() - interval '1 minute' WHERE key IN ('end-a', 'end-b')"
+C -c "ALTER SYSTEM SET checkout.maintenance_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 300); do
+  [ "$(C -c "SELECT count(*) FROM checkout.subscriptions WHERE status = 'canceled' AND id IN ('$endA', '$endB')")" = 2 ] \
+    && [ "$(C -c "SELECT count(*) FROM checkout.maintenance_runs WHERE last_run_at > now() - interval '1 second'")" = 5 ] && break
+  sleep 0.1
+done
+C -c "ALTER SYSTEM SET checkout.maintenance_interval = '1h'" -c "SELECT pg_reload_conf()" >/dev/null
+assert_eq "" "$(C -c "SELECT string_agg(job || ': ' || last_error, '; ') FROM checkout.maintenance_status() WHERE last_error IS NOT NULL")" \
+  "maintenance errors"
+assert_eq "created:create_subscription_atomic cancelled:ending updated:- cancelled:cancel_at_period_end" \
+  "$(C -c "SELECT string_agg(change_type || ':' || coalesce(reason, '-'), ' ' ORDER BY created_at) FROM checkout.subscription_changes
+           WHERE organization_id = '$A' AND subscription_id = '$endA'")" "the audit trail of a period ended on A's worker"
+assert_eq "created:create_subscription_atomic cancelled:ending updated:- cancelled:cancel_at_period_end" \
+  "$(C -c "SELECT string_agg(change_type || ':' || coalesce(reason, '-'), ' ' ORDER BY created_at) FROM checkout.subscription_changes
+           WHERE organization_id = '$B' AND subscription_id = '$endB'")" "the audit trail of a period ended on B's worker"
+assert_eq "cs_a_due=expired cs_a_open=pending cs_b_due=expired" \
+  "$(C -c "SELECT string_agg(stripe_session_id || '=' || status, ' ' ORDER BY stripe_session_id) FROM checkout.checkout_sessions")" \
+  "checkout sessions expired, and the old one deleted, on both workers"
+assert_eq 0 "$(C -c "SELECT count(*) FROM checkout.idempotency_keys WHERE key IN ('end-a', 'end-b')")" "expired keys deleted"
+assert_eq "" "$(C -c "SELECT string_agg(p.name, ', ') FROM checkout.products p WHERE p.metrics_active_subscriptions IS DISTINCT FROM
+  (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = p.organization_id AND s.product_id = p.id AND s.status = 'active')")" \
+  "products whose refreshed metrics are wrong"
+
+# The webhook queue across nodes: 4 workers claim 2 at a time from both tenants until every event is
+# processed; one attempt fails once. No event goes to two claims, and each object's events are
+# applied one at a time, oldest first.
+for t in A B; do for o in 1 2 3; do for e in 1 2 3 4; do
+  org=$A; [ $t = B ] && org=$B
+  json "SELECT checkout.record_webhook_event('$org'::uuid, 'evt_${t}${o}_$e', 'invoice.paid', '{\"object_id\": \"obj_${t}$o\"}'::jsonb,
+        '2026-12-01T00:00:00Z'::timestamptz + interval '$e minutes' - interval '$o seconds')" >/dev/null
+done; done; done
+claimer() {
+  local rows id attempt name
+  for _ in $(seq 2000); do
+    rows=$(C -c "SELECT id || ' ' || attempts || ' ' || provider_event_id FROM checkout.claim_webhook_events(2)")
+    if [ -z "$rows" ]; then
+      [ "$(C -c "SELECT count(*) FROM checkout.webhook_events WHERE status <> 'processed'")" = 0 ] && return
+      sleep 0.02; continue
+    fi
+    while read -r id attempt name; do
+      echo "$id"
+      if [ "$name" = evt_B2_2 ] && [ "$attempt" = 1 ]; then
+        C -c "SELECT checkout.fail_webhook_event('$id', 'first attempt fails', $attempt)" >/dev/null
+      else
+        C -c "SELECT checkout.complete_webhook_event('$id', $attempt)" >/dev/null
+      fi
+    done <<< "$rows"
+  done
+}
+for i in 1 2 3 4; do claimer > "$work/claims.$i" 2> "$work/claims.$i.err" & done
+wait
+assert_eq "" "$(cat "$work"/claims.*.err)" "errors of the claimers"
+assert_eq 0 "$(C -c "SELECT count(*) FROM checkout.webhook_events WHERE status <> 'processed'")" "events left unprocessed"
+assert_eq "$(C -c "SELECT id FROM checkout.webhook_events WHERE provider_event_id = 'evt_B2_2'")" "$(sort "$work"/claims.[1-4] | uniq -d)" \
+  "the only event claimed twice: the one whose first attempt failed"
+assert_eq 26 "$(cat "$work"/claims.[1-4] | wc -l)" "claims of 25 events, one of them twice"
+assert_eq 0 "$(C -c "SELECT count(*) FROM checkout.webhook_events a JOIN checkout.webhook_events b
+  ON b.organization_id = a.organization_id AND b.object_id = a.object_id AND b.event_created_at > a.event_created_at
+  WHERE b.processed_at < a.processed_at")" "events of one object applied out of order"
 
 # 16 sessions released at once: on one pair without a key, and on one key.
 gate() { # SQL: run SQL in 16 sessions that wait on an advisory lock, released together
@@ -133,7 +226,6 @@ gate() { # SQL: run SQL in 16 sessions that wait on an advisory lock, released t
   wait "$holder" || true
   for p in "${pids[@]}"; do wait "$p" || true; done
 }
-work=$(mktemp -d); trap 'rm -rf "$work"; cleanup' EXIT
 racer=$(upsert "$A" 'racer@example.com' | field customer_id)
 gate "$work/pair" "SELECT checkout.create_subscription_atomic($(sub active 100), NULL, '$racer', '$pA1', '$A')"
 winner=$(C -c "SELECT id FROM checkout.subscriptions WHERE organization_id = '$A' AND customer_id = '$racer'")
@@ -174,6 +266,60 @@ replayed=$(while read -r i _; do c=$(C -c "SELECT id FROM checkout.customers WHE
 assert_eq "$(cat "$work/moving")" "$replayed" "every key created around the move replays its subscription"
 assert_eq already_had_trial "$(trial_of "$A" "$jane" "$pA1")" "the trial check on the new worker"
 
+# A node added later, and a rebalance onto it while creates with keys run on both tenants. The new
+# node gets checkout from Citus (CREATE EXTENSION); calls delegated there need nothing more.
+C -c "SELECT citus_add_node('127.0.0.1', $((base + 3)))" >/dev/null
+rm -f "$work/stop"
+(
+  i=0
+  while [ ! -f "$work/stop" ] && [ $i -lt 2000 ]; do
+    i=$((i + 1)); org=$A; [ $((i % 2)) = 0 ] && org=$B; product=$pA1; [ "$org" = "$B" ] && product=$pB1
+    c=$(upsert "$org" "rebalance$i@example.com" | field customer_id)
+    echo "$i $org $c $product $(json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$product', '$org', 'rebalance-$i')" | field subscription_id)"
+  done
+) > "$work/rebalancing" 2> "$work/rebalancing.err" &
+writer=$!
+for _ in $(seq 600); do [ "$(grep -c . "$work/rebalancing")" -ge 5 ] && break; sleep 0.05; done
+C -c "SELECT citus_rebalance_start(shard_transfer_mode => 'block_writes')" -c "SELECT citus_rebalance_wait()" >/dev/null
+rebalanced_at=$(grep -c . "$work/rebalancing")
+for _ in $(seq 600); do [ "$(grep -c . "$work/rebalancing")" -ge $((rebalanced_at + 5)) ] && break; sleep 0.05; done
+touch "$work/stop"
+wait "$writer" || fail "creates during the rebalance: $(cat "$work/rebalancing.err")"
+[ -s "$work/rebalancing.err" ] && fail "errors during the rebalance: $(cat "$work/rebalancing.err")"
+assert_eq "" "$(awk 'NF != 5' "$work/rebalancing")" "every create during the rebalance answered with a subscription"
+moved=$(C -c "SELECT count(*) FROM pg_dist_placement pl JOIN pg_dist_node n USING (groupid) JOIN pg_dist_shard s USING (shardid)
+              WHERE n.nodeport = $((base + 3)) AND s.logicalrelid = 'checkout.users'::regclass")
+[ "$moved" -gt 0 ] || fail "the rebalance moved no shard group to the new node"
+replayed=$(while read -r i org c product _; do
+  echo "$i $org $c $product $(json "SELECT checkout.create_subscription_atomic($(sub active $i), NULL, '$c', '$product', '$org', 'rebalance-$i')" | field subscription_id)"
+done < "$work/rebalancing")
+assert_eq "$(cat "$work/rebalancing")" "$replayed" "every key created around the rebalance replays its subscription"
+# A tenant on the new node: the contract there, as on the first two.
+Cn=""
+for i in $(seq 100 400); do
+  org=$(printf 'c0000000-0000-0000-0000-%012d' "$i")
+  [ "$(node_of "$org")" = $((base + 3)) ] && { Cn=$org; break; }
+done
+[ -n "$Cn" ] || fail "no tenant on the new node among 300 ids"
+pC1=b0000000-0000-0000-0000-0000000000c1 ssoC=f0000000-0000-0000-0000-0000000000c1
+C -c "INSERT INTO checkout.organizations (id, name, slug) VALUES ('$Cn', 'C', 'c')" \
+  -c "INSERT INTO checkout.products (id, organization_id, name) VALUES ('$pC1', '$Cn', 'Pro')" \
+  -c "INSERT INTO checkout.features (id, organization_id, key) VALUES ('$ssoC', '$Cn', 'sso')"
+carol=$(upsert "$Cn" 'carol@example.com' | field customer_id)
+createC="SELECT checkout.create_subscription_atomic($(sub trialing 100 ', "trial_end": "2099-01-01T00:00:00Z"'), ARRAY['{\"feature_id\": \"$ssoC\"}'::jsonb], '$carol', '$pC1', '$Cn', 'key-c')"
+sC=$(json "$createC" | field subscription_id)
+assert_eq "$sC true" "$(json "$createC" | field subscription_id) $(json "$createC" | field replayed)" "a key on the new node replays"
+assert_eq already_had_trial "$(trial_of "$Cn" "$carol" "$pC1")" "the trial check on the new node"
+assert_eq converted "$(json "SELECT checkout.end_subscription_trial('$sC', '$Cn', true)" | field change_type)" "a lifecycle call on the new node"
+C -c "UPDATE checkout.subscriptions SET status = 'canceled' WHERE organization_id = '$Cn' AND id = '$sC'"
+assert_eq "created converted updated 1" "$(C -c "SELECT string_agg(change_type, ' ' ORDER BY created_at) || ' ' ||
+  (SELECT count(*) FROM checkout.feature_grants WHERE organization_id = '$Cn' AND revoked_at IS NOT NULL)
+  FROM checkout.subscription_changes WHERE organization_id = '$Cn'")" "the audit and grants of a direct ending on the new node"
+assert_eq "already distributed: nothing to do" "$(C -c "SELECT checkout.distribute()")" "distribute() after adding a node"
+
 assert_eq "" "$(C -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()")" "invariants"
 assert_eq "" "$(C -c "SELECT string_agg(\"check\", ', ') FROM checkout.verify() WHERE NOT ok")" "verify() at the end"
-echo "t_citus: ok (tenants on ports $((base + 1)) and $((base + 2)); $(lines) creates around the shard move, $moved_at of them before it returned)"
+for p in "${nodes[@]}"; do # a node that crashed and recovered would pass every check above
+  assert_eq 0 "$(grep -c 'terminated by signal' "$(dir "$p")/server.log")" "server processes crashed on port $p"
+done
+echo "t_citus: ok (tenants on ports $((base + 1)) and $((base + 2)); $(lines) creates around the shard move, $moved_at of them before it returned; $(grep -c . "$work/rebalancing") around the rebalance, $moved shard groups moved to port $((base + 3)))"

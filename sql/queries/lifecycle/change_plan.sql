@@ -1,6 +1,7 @@
 -- The plan and the grants move together: grants the new plan lacks are revoked, its features
 -- granted (a revoked grant of the same feature comes back). $3 product, $4 amount, $5 interval,
--- $6 interval_count, $7 stripe_price_id, $8 feature ids, $9 their metadata.
+-- $6 interval_count, $7 stripe_price_id, $8 feature ids, $9 their metadata. On a Citus cluster its
+-- three writes are statements of their own: plan_subscription.sql, plan_revoke.sql, plan_grant.sql.
 WITH sub AS (
   UPDATE checkout.subscriptions s SET product_id = $3, amount = $4, "interval" = $5, interval_count = $6,
     stripe_price_id = coalesce($7, s.stripe_price_id)

@@ -184,7 +184,7 @@ pub fn run(
         changed_by: request.changed_by,
         reason: request.reason.map(str::to_owned),
     };
-    crate::citus::require_tenant_node(request.operation, &call.organization);
+    let _routed = crate::citus::require_tenant_node(request.operation, &call.organization);
     pgrx::spi::Spi::connect_mut(|client| {
         let key_id = match request.key {
             None => None,

@@ -278,7 +278,7 @@ fn change_subscription_plan_atomic(
                 let args = [call.organization.into(), call.id.into(), product.into()];
                 update(client, statement!("lifecycle/trial_move.sql"), None, &args);
             }
-            let metadata: Vec<JsonB> = features.iter().map(|f| JsonB(f.metadata.clone())).collect();
+            let metadata = || -> Vec<JsonB> { features.iter().map(|f| JsonB(f.metadata.clone())).collect() };
             let args = [
                 call.organization.into(),
                 call.id.into(),
@@ -287,21 +287,53 @@ fn change_subscription_plan_atomic(
                 interval.into(),
                 interval_count.into(),
                 p_stripe_price_id.into(),
-                feature_ids.into(),
-                metadata.into(),
+                feature_ids.clone().into(),
+                metadata().into(),
             ];
             let row = call
                 .write(
                     client,
                     change_type,
                     statement!("lifecycle/change_plan.sql"),
-                    None,
+                    Some(crate::plans::query!("lifecycle/plan_subscription.sql")),
                     &args,
                 )
                 .unwrap_or_else(|| call.vanished());
+            let row = if crate::citus::distributed() {
+                move_grants(client, call, s.customer, feature_ids, metadata(), row)
+            } else {
+                row
+            };
             Some((change_type, row))
         },
     )
+}
+
+/// On a Citus cluster, what change_plan.sql's grant CTEs do, each a statement Citus runs on the
+/// tenant's shard, and its `features_revoked` added to the answer.
+fn move_grants(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    call: &frame::Call,
+    customer: Uuid,
+    features: Vec<Uuid>,
+    metadata: Vec<JsonB>,
+    mut row: serde_json::Value,
+) -> serde_json::Value {
+    let revoke = [call.organization.into(), call.id.into(), features.clone().into()];
+    let mut revoked: Vec<Uuid> = update(client, statement!("lifecycle/plan_revoke.sql"), None, &revoke)
+        .filter_map(|r| ok(r.get::<Uuid>(1)))
+        .collect();
+    revoked.sort(); // uuid order, as jsonb_agg(... ORDER BY feature_id)
+    let grant = [
+        call.organization.into(),
+        customer.into(),
+        call.id.into(),
+        features.into(),
+        metadata.into(),
+    ];
+    update(client, statement!("lifecycle/plan_grant.sql"), None, &grant);
+    row["features_revoked"] = json!(revoked.iter().map(Uuid::to_string).collect::<Vec<_>>());
+    row
 }
 
 /// Starts the next billing period (payment received): a past_due subscription becomes active.
