@@ -312,14 +312,15 @@ BEGIN
     -- One organization at a time, as every job on a cluster (sql/maintenance.sql). The audit
     -- trigger runs on the shard's node, so the change type and reason go there too: Citus sends
     -- a SET LOCAL to the nodes of the transaction (citus.propagate_set_commands, set by routed_here).
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_tenants FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired');
+    SELECT coalesce(array_agg(organization_id ORDER BY due), '{}') INTO v_tenants FROM (
+      SELECT organization_id, min(current_period_end) AS due FROM checkout.subscriptions
+      WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+      GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
     SET LOCAL checkout.change_type = 'cancelled';
     SET LOCAL checkout.change_reason = 'cancel_at_period_end';
   END IF;
   FOREACH v_tenant IN ARRAY v_tenants LOOP
-    EXIT WHEN v_count >= p_batch;
     -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
     -- and product it points to (which the row lock taken here keeps as they are).
     SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
@@ -347,9 +348,10 @@ BEGIN
     WHERE (v_tenant IS NULL OR s.organization_id = v_tenant) AND s.organization_id = d.organization_id AND s.id = d.id;
     GET DIAGNOSTICS v_ended = ROW_COUNT;
     v_count := v_count + v_ended;
+    EXIT WHEN v_count >= p_batch;
   END LOOP;
   IF v_cluster THEN
-    -- The nodes' sessions go on with the transaction: they get their settings back.
+    -- The nodes' sessions go on with the transaction: the settings go back to their defaults there.
     RESET checkout.change_type;
     RESET checkout.change_reason;
   END IF;
@@ -495,12 +497,14 @@ DECLARE
   v_count integer;
 BEGIN
   IF checkout.routed_here(false) THEN
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.products
-    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day';
+    SELECT coalesce(array_agg(organization_id ORDER BY stalest NULLS FIRST), '{}') INTO v_orgs FROM (
+      SELECT organization_id, CASE WHEN bool_or(metrics_last_calculated_at IS NULL) THEN NULL
+                              ELSE min(metrics_last_calculated_at) END AS stalest FROM checkout.products
+      WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
+      GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
-    EXIT WHEN v_done >= p_batch;
     -- Every table is named with the organization, so that Citus runs the statement on its node.
     WITH stale AS (
       SELECT organization_id, id FROM checkout.products
@@ -528,6 +532,7 @@ BEGIN
     FROM figures f WHERE (v_org IS NULL OR p.organization_id = v_org) AND p.organization_id = f.organization_id AND p.id = f.id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_done := v_done + v_count;
+    EXIT WHEN v_done >= p_batch;
   END LOOP;
   RETURN v_done;
 END $$;
@@ -543,8 +548,9 @@ DECLARE
   v_count integer;
 BEGIN
   IF checkout.routed_here(false) THEN
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.checkout_sessions
-    WHERE status IN ('pending', 'expired') AND expires_at < now();
+    SELECT coalesce(array_agg(organization_id ORDER BY due), '{}') INTO v_orgs FROM (
+      SELECT organization_id, min(expires_at) AS due FROM checkout.checkout_sessions
+      WHERE status IN ('pending', 'expired') AND expires_at < now() GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
@@ -644,7 +650,6 @@ BEGIN
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
-    EXIT WHEN v_claimed >= p_batch;
     -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
     UPDATE checkout.webhook_events e
     SET status = CASE WHEN e.attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
@@ -685,6 +690,7 @@ BEGIN
       v_claimed := v_claimed + 1;
       RETURN NEXT v_event;
     END LOOP;
+    EXIT WHEN v_claimed >= p_batch; -- after the housekeeping: a batch of 0 still does it
   END LOOP;
 END $$;
 
@@ -761,12 +767,12 @@ DECLARE
   v_count integer;
 BEGIN
   IF checkout.routed_here(false) THEN
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.idempotency_keys
-    WHERE expires_at < now() AND status <> 'processing';
+    SELECT coalesce(array_agg(organization_id ORDER BY due), '{}') INTO v_orgs FROM (
+      SELECT organization_id, min(expires_at) AS due FROM checkout.idempotency_keys
+      WHERE expires_at < now() AND status <> 'processing' GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
-    EXIT WHEN v_deleted >= p_batch;
     WITH old AS (
       SELECT organization_id, id FROM checkout.idempotency_keys
       WHERE expires_at < now() AND status <> 'processing' AND (v_org IS NULL OR organization_id = v_org)
@@ -775,6 +781,7 @@ BEGIN
     WHERE (v_org IS NULL OR k.organization_id = v_org) AND k.organization_id = old.organization_id AND k.id = old.id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_deleted := v_deleted + v_count;
+    EXIT WHEN v_deleted >= p_batch;
   END LOOP;
   RETURN v_deleted;
 END $$;
@@ -1261,7 +1268,8 @@ AS $verify$
     ('trigger', 'subscriptions_stamp_ended', 'subscriptions'),
     ('table', 'maintenance_runs', NULL),
     ('function', 'checkout.distribute()', NULL),
-    ('function', 'checkout.distribution_state()', NULL)
+    ('function', 'checkout.distribution_state()', NULL),
+    ('function', 'checkout.routed_here(boolean)', NULL)
   ), found AS (
     SELECT e.kind, e.name,
       CASE e.kind

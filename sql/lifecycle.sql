@@ -56,14 +56,15 @@ BEGIN
     -- One organization at a time, as every job on a cluster (sql/maintenance.sql). The audit
     -- trigger runs on the shard's node, so the change type and reason go there too: Citus sends
     -- a SET LOCAL to the nodes of the transaction (citus.propagate_set_commands, set by routed_here).
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_tenants FROM checkout.subscriptions
-    WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired');
+    SELECT coalesce(array_agg(organization_id ORDER BY due), '{}') INTO v_tenants FROM (
+      SELECT organization_id, min(current_period_end) AS due FROM checkout.subscriptions
+      WHERE cancel_at_period_end AND current_period_end <= now() AND status NOT IN ('canceled', 'expired')
+      GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
     SET LOCAL checkout.change_type = 'cancelled';
     SET LOCAL checkout.change_reason = 'cancel_at_period_end';
   END IF;
   FOREACH v_tenant IN ARRAY v_tenants LOOP
-    EXIT WHEN v_count >= p_batch;
     -- Each due row with its organization (rows are found by (organization_id, id)), and the customer
     -- and product it points to (which the row lock taken here keeps as they are).
     SELECT array_agg(organization_id), array_agg(id), array_agg(customer_id), array_agg(product_id)
@@ -91,9 +92,10 @@ BEGIN
     WHERE (v_tenant IS NULL OR s.organization_id = v_tenant) AND s.organization_id = d.organization_id AND s.id = d.id;
     GET DIAGNOSTICS v_ended = ROW_COUNT;
     v_count := v_count + v_ended;
+    EXIT WHEN v_count >= p_batch;
   END LOOP;
   IF v_cluster THEN
-    -- The nodes' sessions go on with the transaction: they get their settings back.
+    -- The nodes' sessions go on with the transaction: the settings go back to their defaults there.
     RESET checkout.change_type;
     RESET checkout.change_reason;
   END IF;

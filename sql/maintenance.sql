@@ -14,9 +14,9 @@ COMMENT ON TABLE checkout.maintenance_runs IS 'Outcome of the last run of each m
 
 -- On a Citus cluster (checkout.routed_here(false) is true) a row lock across shards is refused. A job
 -- there first finds, without locks, the organizations with due rows, then works through them one
--- at a time with statements that name the organization (v_org), which Citus runs on its node,
--- SKIP LOCKED as on one server; p_batch bounds the whole run. On one server v_org is NULL and one
--- pass covers every organization.
+-- at a time (the most overdue first) with statements that name the organization (v_org), which
+-- Citus runs on its node, SKIP LOCKED as on one server; p_batch bounds the whole run. On one
+-- server v_org is NULL and one pass covers every organization.
 
 -- The jobs read their settings through checkout.setting_seconds() and checkout.setting_integer()
 -- (src/gucs.rs): native, so calling one loads the library, whose settings then discard a value a
@@ -35,8 +35,9 @@ DECLARE
   v_count integer;
 BEGIN
   IF checkout.routed_here(false) THEN
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.checkout_sessions
-    WHERE status IN ('pending', 'expired') AND expires_at < now();
+    SELECT coalesce(array_agg(organization_id ORDER BY due), '{}') INTO v_orgs FROM (
+      SELECT organization_id, min(expires_at) AS due FROM checkout.checkout_sessions
+      WHERE status IN ('pending', 'expired') AND expires_at < now() GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
@@ -72,12 +73,12 @@ DECLARE
   v_count integer;
 BEGIN
   IF checkout.routed_here(false) THEN
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.idempotency_keys
-    WHERE expires_at < now() AND status <> 'processing';
+    SELECT coalesce(array_agg(organization_id ORDER BY due), '{}') INTO v_orgs FROM (
+      SELECT organization_id, min(expires_at) AS due FROM checkout.idempotency_keys
+      WHERE expires_at < now() AND status <> 'processing' GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
-    EXIT WHEN v_deleted >= p_batch;
     WITH old AS (
       SELECT organization_id, id FROM checkout.idempotency_keys
       WHERE expires_at < now() AND status <> 'processing' AND (v_org IS NULL OR organization_id = v_org)
@@ -86,6 +87,7 @@ BEGIN
     WHERE (v_org IS NULL OR k.organization_id = v_org) AND k.organization_id = old.organization_id AND k.id = old.id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_deleted := v_deleted + v_count;
+    EXIT WHEN v_deleted >= p_batch;
   END LOOP;
   RETURN v_deleted;
 END $$;
@@ -211,12 +213,14 @@ DECLARE
   v_count integer;
 BEGIN
   IF checkout.routed_here(false) THEN
-    SELECT coalesce(array_agg(DISTINCT organization_id), '{}') INTO v_orgs FROM checkout.products
-    WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day';
+    SELECT coalesce(array_agg(organization_id ORDER BY stalest NULLS FIRST), '{}') INTO v_orgs FROM (
+      SELECT organization_id, CASE WHEN bool_or(metrics_last_calculated_at IS NULL) THEN NULL
+                              ELSE min(metrics_last_calculated_at) END AS stalest FROM checkout.products
+      WHERE metrics_last_calculated_at IS NULL OR metrics_last_calculated_at < now() - interval '1 day'
+      GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
-    EXIT WHEN v_done >= p_batch;
     -- Every table is named with the organization, so that Citus runs the statement on its node.
     WITH stale AS (
       SELECT organization_id, id FROM checkout.products
@@ -244,6 +248,7 @@ BEGIN
     FROM figures f WHERE (v_org IS NULL OR p.organization_id = v_org) AND p.organization_id = f.organization_id AND p.id = f.id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_done := v_done + v_count;
+    EXIT WHEN v_done >= p_batch;
   END LOOP;
   RETURN v_done;
 END $$;

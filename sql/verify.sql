@@ -183,7 +183,8 @@ AS $verify$
     ('trigger', 'subscriptions_stamp_ended', 'subscriptions'),
     ('table', 'maintenance_runs', NULL),
     ('function', 'checkout.distribute()', NULL),
-    ('function', 'checkout.distribution_state()', NULL)
+    ('function', 'checkout.distribution_state()', NULL),
+    ('function', 'checkout.routed_here(boolean)', NULL)
   ), found AS (
     SELECT e.kind, e.name,
       CASE e.kind

@@ -78,7 +78,6 @@ BEGIN
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
   FOREACH v_org IN ARRAY v_orgs LOOP
-    EXIT WHEN v_claimed >= p_batch;
     -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
     UPDATE checkout.webhook_events e
     SET status = CASE WHEN e.attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
@@ -119,6 +118,7 @@ BEGIN
       v_claimed := v_claimed + 1;
       RETURN NEXT v_event;
     END LOOP;
+    EXIT WHEN v_claimed >= p_batch; -- after the housekeeping: a batch of 0 still does it
   END LOOP;
 END $$;
 

@@ -120,6 +120,7 @@ pub fn require_tenant_node(function: &str, organization: &Uuid) -> Routed {
 /// The code sets them, not the functions' SET clauses: Citus does not replay an extension's ALTER
 /// FUNCTION on a node added later, and on one server they would cost every call a settings save
 /// and restore.
+#[must_use = "the settings last as long as the guard"]
 pub struct Routed {
     level: Option<std::ffi::c_int>,
 }
@@ -127,26 +128,28 @@ pub struct Routed {
 /// [`Routed`] settings when Citus distributes checkout here; nothing otherwise.
 pub fn routed() -> Routed {
     if distributed() {
-        on_shards()
+        Routed::enter()
     } else {
         Routed { level: None }
     }
 }
 
-/// [`Routed`] settings, for a trigger firing on a shard (only Citus creates those).
-pub fn on_shards() -> Routed {
-    // SAFETY: what fmgr_security_definer does around a call with a SET clause: a GUC nest level
-    // whose settings are restored when it is popped (by Drop, or by the abort of an error).
-    let level = unsafe { pg_sys::NewGUCNestLevel() };
-    set_routing_settings(true);
-    Routed { level: Some(level) }
+impl Routed {
+    /// The settings, unconditionally: for a trigger firing on a shard (only Citus creates those).
+    pub fn enter() -> Routed {
+        // SAFETY: what fmgr_security_definer does around a call with a SET clause: a GUC nest
+        // level whose settings are restored when it is popped (by Drop, or by an error's abort).
+        let level = unsafe { pg_sys::NewGUCNestLevel() };
+        set_routing_settings(true);
+        Routed { level: Some(level) }
+    }
 }
 
 impl Drop for Routed {
     fn drop(&mut self) {
         // While an error unwinds, the (sub)transaction abort pops the level itself.
         if let (Some(level), false) = (self.level, std::thread::panicking()) {
-            // SAFETY: the level pushed by on_shards, popped once.
+            // SAFETY: the level pushed by enter, popped once.
             unsafe { pg_sys::AtEOXact_GUC(true, level) };
         }
     }
@@ -242,6 +245,13 @@ mod tests {
         assert_eq!(
             text("SELECT checkout.routed_here()::text || ' ' || current_setting('plan_cache_mode')"),
             "false auto"
+        );
+        // routed_here() saves its settings at its caller's level: every caller has one of its own
+        // (a SET clause), so they end with the caller.
+        assert_eq!(
+            text("SELECT coalesce(string_agg(proname, ', '), 'none') FROM pg_proc WHERE pronamespace = 'checkout'::regnamespace
+                    AND prosrc LIKE '%checkout.routed_here(%' AND proconfig IS NULL"),
+            "none"
         );
         // Only its owner may distribute.
         assert_eq!(

@@ -120,7 +120,7 @@ pub fn fired<'a>(
         op,
         new: Row::new(new, relation.rd_att),
         old: Row::new(old, relation.rd_att),
-        _routed: on_shard.then(crate::citus::on_shards),
+        _routed: on_shard.then(crate::citus::Routed::enter),
     }
 }
 

@@ -130,6 +130,14 @@ assert_eq "false true" "$(json "$event" | field duplicate) $(json "$event" | fie
 # Ending a subscription by a direct UPDATE through the coordinator: the triggers on the shard stamp
 # it and revoke its grants (their statements there need the settings checkout sets on a shard).
 direct=$(json "SELECT checkout.create_subscription_atomic($(sub active 100), ARRAY['{\"feature_id\": \"$sso\"}'::jsonb], '$variant', '$pA2', '$A')" | field subscription_id)
+# (First, plan changes that revoke its grant and bring it back: on a cluster, three statements.)
+grants_of() { C -c "SELECT count(*) || ' ' || bool_and(revoked_at IS NULL) FROM checkout.feature_grants WHERE organization_id = '$A' AND subscription_id = '$1'"; }
+json "SELECT checkout.change_subscription_plan_atomic('$direct', '$A', '$pA2', 200, NULL, NULL, ARRAY[]::jsonb[])" \
+  | grep -q "\"features_revoked\": \[\"$sso\"\]" || fail "a plan change without the feature does not report it revoked"
+assert_eq "1 false" "$(grants_of "$direct")" "the grant after a plan without it"
+json "SELECT checkout.change_subscription_plan_atomic('$direct', '$A', '$pA2', 300, NULL, NULL, ARRAY['{\"feature_id\": \"$sso\"}'::jsonb])" \
+  | grep -q '"features_revoked": \[\]' || fail "a plan change with the feature back reports a revocation"
+assert_eq "1 true" "$(grants_of "$direct")" "the grant back with the plan"
 C -c "UPDATE checkout.subscriptions SET status = 'canceled' WHERE organization_id = '$A' AND id = '$direct'"
 assert_eq "true true" "$(C -c "SELECT (s.ended_at IS NOT NULL) || ' ' || bool_and(g.revoked_at IS NOT NULL) FROM checkout.subscriptions s
   JOIN checkout.feature_grants g ON g.organization_id = s.organization_id AND g.subscription_id = s.id
@@ -150,6 +158,10 @@ C -c "INSERT INTO checkout.checkout_sessions (organization_id, status, expires_a
         ('$A', 'pending', now() - interval '1 minute', 'cs_a_due'), ('$A', 'pending', now() + interval '1 hour', 'cs_a_open'),
         ('$B', 'pending', now() - interval '1 minute', 'cs_b_due'), ('$B', 'expired', now() - interval '2 days', 'cs_b_old')" \
   -c "UPDATE checkout.idempotency_keys SET expires_at = now() - interval '1 minute' WHERE key IN ('end-a', 'end-b')"
+# p_batch bounds a run over several organizations: B's two rows (its most overdue first), not A's.
+assert_eq '{"deleted": 1, "expired": 1}' "$(C -c "SELECT checkout.expire_checkout_sessions(1)")" "a batch of 1 over two workers"
+assert_eq cs_a_due "$(C -c "SELECT string_agg(stripe_session_id, ' ') FROM checkout.checkout_sessions WHERE status = 'pending' AND expires_at < now()")" \
+  "the due session left for the next run"
 C -c "ALTER SYSTEM SET checkout.maintenance_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 300); do
   [ "$(C -c "SELECT count(*) FROM checkout.subscriptions WHERE status = 'canceled' AND id IN ('$endA', '$endB')")" = 2 ] \
@@ -169,8 +181,12 @@ assert_eq "cs_a_due=expired cs_a_open=pending cs_b_due=expired" \
   "$(C -c "SELECT string_agg(stripe_session_id || '=' || status, ' ' ORDER BY stripe_session_id) FROM checkout.checkout_sessions")" \
   "checkout sessions expired, and the old one deleted, on both workers"
 assert_eq 0 "$(C -c "SELECT count(*) FROM checkout.idempotency_keys WHERE key IN ('end-a', 'end-b')")" "expired keys deleted"
-assert_eq "" "$(C -c "SELECT string_agg(p.name, ', ') FROM checkout.products p WHERE p.metrics_active_subscriptions IS DISTINCT FROM
-  (SELECT count(*) FROM checkout.subscriptions s WHERE s.organization_id = p.organization_id AND s.product_id = p.id AND s.status = 'active')")" \
+# Every subscription here is monthly: a product's MRR is the sum of its active amounts.
+assert_eq "" "$(C -c "SELECT string_agg(p.name, ', ') FROM checkout.products p
+  WHERE (p.metrics_active_subscriptions, p.metrics_mrr) IS DISTINCT FROM
+        (SELECT coalesce(sum(s.n), 0)::int, coalesce(jsonb_object_agg(s.currency, s.total), '{}')
+         FROM (SELECT currency, count(*) AS n, sum(amount) AS total FROM checkout.subscriptions
+               WHERE organization_id = p.organization_id AND product_id = p.id AND status = 'active' GROUP BY currency) s)")" \
   "products whose refreshed metrics are wrong"
 
 # The webhook queue across nodes: 4 workers claim 2 at a time from both tenants until every event is
@@ -209,6 +225,12 @@ assert_eq 26 "$(cat "$work"/claims.[1-4] | wc -l)" "claims of 25 events, one of 
 assert_eq 0 "$(C -c "SELECT count(*) FROM checkout.webhook_events a JOIN checkout.webhook_events b
   ON b.organization_id = a.organization_id AND b.object_id = a.object_id AND b.event_created_at > a.event_created_at
   WHERE b.processed_at < a.processed_at")" "events of one object applied out of order"
+# A claim whose lease ran out (its worker died) is handed out again, its attempt counted.
+json "SELECT checkout.record_webhook_event('$A'::uuid, 'evt_lease', 'invoice.paid', '{}'::jsonb, '2026-12-02T00:00:00Z')" >/dev/null
+assert_eq "evt_lease 1" "$(C -c "SELECT provider_event_id || ' ' || attempts FROM checkout.claim_webhook_events(5)")" "a claim"
+C -c "UPDATE checkout.webhook_events SET updated_at = now() - interval '1 hour' WHERE provider_event_id = 'evt_lease'"
+assert_eq "evt_lease 2 claim lease expired (attempt 1)" \
+  "$(C -c "SELECT provider_event_id || ' ' || attempts || ' ' || error_message FROM checkout.claim_webhook_events(5)")" "the claim again after its lease"
 
 # 16 sessions released at once: on one pair without a key, and on one key.
 gate() { # SQL: run SQL in 16 sessions that wait on an advisory lock, released together
