@@ -243,7 +243,9 @@ mod tests {
         assert!(!super::distributed());
         // Nor does a function's call change a setting for Citus.
         assert_eq!(
-            text("SELECT checkout.routed_here()::text || ' ' || current_setting('plan_cache_mode')"),
+            text(
+                "SELECT checkout.routed_here()::text || ' ' || current_setting('plan_cache_mode')"
+            ),
             "false auto"
         );
         // routed_here() saves its settings at its caller's level: every caller has one of its own

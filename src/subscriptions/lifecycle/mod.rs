@@ -278,7 +278,8 @@ fn change_subscription_plan_atomic(
                 let args = [call.organization.into(), call.id.into(), product.into()];
                 update(client, statement!("lifecycle/trial_move.sql"), None, &args);
             }
-            let metadata = || -> Vec<JsonB> { features.iter().map(|f| JsonB(f.metadata.clone())).collect() };
+            let metadata =
+                || -> Vec<JsonB> { features.iter().map(|f| JsonB(f.metadata.clone())).collect() };
             let args = [
                 call.organization.into(),
                 call.id.into(),
@@ -319,10 +320,19 @@ fn move_grants(
     metadata: Vec<JsonB>,
     mut row: serde_json::Value,
 ) -> serde_json::Value {
-    let revoke = [call.organization.into(), call.id.into(), features.clone().into()];
-    let mut revoked: Vec<Uuid> = update(client, statement!("lifecycle/plan_revoke.sql"), None, &revoke)
-        .filter_map(|r| ok(r.get::<Uuid>(1)))
-        .collect();
+    let revoke = [
+        call.organization.into(),
+        call.id.into(),
+        features.clone().into(),
+    ];
+    let mut revoked: Vec<Uuid> = update(
+        client,
+        statement!("lifecycle/plan_revoke.sql"),
+        None,
+        &revoke,
+    )
+    .filter_map(|r| ok(r.get::<Uuid>(1)))
+    .collect();
     revoked.sort(); // uuid order, as jsonb_agg(... ORDER BY feature_id)
     let grant = [
         call.organization.into(),
