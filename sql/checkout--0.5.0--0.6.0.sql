@@ -718,6 +718,33 @@ BEGIN
   RETURN FOUND;
 END $$;
 
+CREATE FUNCTION checkout.complete_webhook_event(p_organization_id uuid, p_id uuid, p_attempt integer) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
+  UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+  WHERE organization_id = p_organization_id AND id = p_id AND status = 'processing'
+    AND (p_attempt IS NULL OR attempts = p_attempt);
+  RETURN FOUND;
+END $$;
+
+CREATE FUNCTION checkout.fail_webhook_event(p_organization_id uuid, p_id uuid, p_error text, p_attempt integer) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_max_attempts integer := checkout.setting_integer('checkout.reconciliation_max_attempts');
+  v_status text;
+BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE organization_id = p_organization_id AND id = p_id AND status = 'processing'
+    AND (p_attempt IS NULL OR attempts = p_attempt)
+  RETURNING status INTO v_status;
+  RETURN v_status;
+END $$;
+REVOKE ALL ON FUNCTION checkout.complete_webhook_event(uuid, uuid, integer), checkout.fail_webhook_event(uuid, uuid, text, integer) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION checkout.record_webhook_event(p_organization_id uuid, p_provider_event_id text, p_type text,
   p_payload jsonb, p_event_created_at timestamptz, p_provider text DEFAULT 'stripe') RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

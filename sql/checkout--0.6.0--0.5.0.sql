@@ -836,6 +836,7 @@ BEGIN
   END IF;
   RETURN jsonb_build_object('refund_id', v_row.id, 'status', v_row.status, 'completed_at', v_row.completed_at);
 END $$;
+DROP FUNCTION checkout.complete_webhook_event(uuid, uuid, integer), checkout.fail_webhook_event(uuid, uuid, text, integer);
 DROP FUNCTION checkout.routed_here(boolean);
 
 CREATE OR REPLACE FUNCTION checkout.check_invariants()

@@ -165,7 +165,37 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT checkout.fail_webhook_event(p_id, p_error, NULL::integer)
 $$;
 
+-- The same, for a caller that passes the event's organization (the claimed row has it). On a
+-- Citus cluster the forms above ask every shard for the id; these run on the organization's node
+-- and read its shard (bench: 7.0 ms per complete by id through a coordinator, against 0.4 ms for
+-- the statement naming the organization). Another organization's event is not found.
+CREATE FUNCTION checkout.complete_webhook_event(p_organization_id uuid, p_id uuid, p_attempt integer) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
+  UPDATE checkout.webhook_events SET status = 'processed', processed_at = now(), error_message = NULL, updated_at = now()
+  WHERE organization_id = p_organization_id AND id = p_id AND status = 'processing'
+    AND (p_attempt IS NULL OR attempts = p_attempt);
+  RETURN FOUND;
+END $$;
+CREATE FUNCTION checkout.fail_webhook_event(p_organization_id uuid, p_id uuid, p_error text, p_attempt integer) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_max_attempts integer := checkout.setting_integer('checkout.reconciliation_max_attempts');
+  v_status text;
+BEGIN
+  PERFORM checkout.routed_here(); -- on a Citus node, what its statements need (src/citus.rs)
+  UPDATE checkout.webhook_events
+  SET status = CASE WHEN attempts >= v_max_attempts THEN 'failed' ELSE 'deferred' END,
+      error_message = p_error, updated_at = now()
+  WHERE organization_id = p_organization_id AND id = p_id AND status = 'processing'
+    AND (p_attempt IS NULL OR attempts = p_attempt)
+  RETURNING status INTO v_status;
+  RETURN v_status;
+END $$;
+
 REVOKE ALL ON FUNCTION checkout.record_webhook_event(uuid, text, text, jsonb, timestamptz, text),
   checkout.claim_webhook_events(integer), checkout.claim_webhook_events(integer, text[]),
   checkout.complete_webhook_event(uuid), checkout.complete_webhook_event(uuid, integer),
-  checkout.fail_webhook_event(uuid, text), checkout.fail_webhook_event(uuid, text, integer) FROM PUBLIC;
+  checkout.fail_webhook_event(uuid, text), checkout.fail_webhook_event(uuid, text, integer),
+  checkout.complete_webhook_event(uuid, uuid, integer), checkout.fail_webhook_event(uuid, uuid, text, integer) FROM PUBLIC;

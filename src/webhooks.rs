@@ -11,8 +11,8 @@ extension_sql_file!(
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    use crate::test_support::ORG_A;
     use crate::test_support::{count, fixture, json, sqlstate_of, text};
+    use crate::test_support::{ORG_A, ORG_B};
     use pgrx::prelude::*;
 
     fn record(event: &str, object: &str, at: &str) -> serde_json::Value {
@@ -20,6 +20,38 @@ mod tests {
             "SELECT checkout.record_webhook_event('{ORG_A}', '{event}', 'customer.subscription.updated',
                jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object('id', '{object}'))), '{at}')"
         ))
+    }
+
+    #[pg_test]
+    fn with_its_organization_a_claim_is_settled_in_that_organization_only() {
+        fixture();
+        record("evt_o", "sub_o", "2026-01-01T00:00:00Z");
+        let id = text("SELECT id::text FROM checkout.claim_webhook_events(1)");
+        let complete = |org: &str, attempt: i32| {
+            text(&format!(
+                "SELECT checkout.complete_webhook_event('{org}'::uuid, '{id}'::uuid, {attempt})::text"
+            ))
+        };
+        let fail = |org: &str, attempt: i32| {
+            text(&format!(
+                "SELECT coalesce(checkout.fail_webhook_event('{org}'::uuid, '{id}'::uuid, 'boom', {attempt}), 'none')"
+            ))
+        };
+        // Another organization's event is not found; another attempt is not this claim.
+        assert_eq!(
+            (complete(ORG_B, 1), fail(ORG_B, 1), complete(ORG_A, 2)),
+            ("false".into(), "none".into(), "false".into())
+        );
+        assert_eq!(fail(ORG_A, 1), "deferred");
+        assert_eq!(
+            text("SELECT attempts::text FROM checkout.claim_webhook_events(1)"),
+            "2"
+        );
+        assert_eq!(complete(ORG_A, 2), "true");
+        assert_eq!(
+            text("SELECT status || ' ' || (error_message IS NULL) FROM checkout.webhook_events"),
+            "processed true"
+        );
     }
 
     #[pg_test]

@@ -47,22 +47,23 @@ class WebhookWorker:
         # The claim commits on its own: the events are then leased to us ('processing') and other
         # workers skip them, while the handler runs outside any transaction (no locks held).
         events: list[Event] = in_transaction(self.pool, lambda conn: conn.cursor(row_factory=dict_row).execute(
-            "SELECT id, provider_event_id, type, object_id, payload, attempts"
+            "SELECT organization_id, id, provider_event_id, type, object_id, payload, attempts"
             " FROM checkout.claim_webhook_events(%s)", (self.batch,)).fetchall(), self.retry)
         for event in events:
             # `attempts` ties complete/fail to this claim: if our lease ran out and another worker
             # claimed the event since, we get false/NULL instead of settling its claim.
-            params = dict(id=event["id"], attempt=event["attempts"])
+            # With its organization: on a Citus cluster the call runs on that organization's node.
+            params = dict(organization=event["organization_id"], id=event["id"], attempt=event["attempts"])
             try:
                 self.handler(event)
             except Exception as exc:  # the handler's failure: defer the event for a later attempt
                 log.exception("event %s failed", event["provider_event_id"])
                 params["error"] = f"{type(exc).__name__}: {exc}"[:500]
                 in_transaction(self.pool, lambda conn: call(conn, "SELECT checkout.fail_webhook_event("
-                               "%(id)s, %(error)s, %(attempt)s)", params), self.retry)
+                               "%(organization)s, %(id)s, %(error)s, %(attempt)s)", params), self.retry)
                 continue
             if not in_transaction(self.pool, lambda conn: call(conn, "SELECT checkout.complete_webhook_event("
-                                  "%(id)s, %(attempt)s)", params), self.retry):
+                                  "%(organization)s, %(id)s, %(attempt)s)", params), self.retry):
                 log.warning("lease of event %s lost before completion", event["provider_event_id"])
         return len(events)
 

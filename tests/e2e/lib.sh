@@ -14,11 +14,17 @@ skip() { # REASON: a test that cannot run here says so in one line; in CI (CI=tr
   [ "${CI:-}" = true ] && fail "cannot run in CI: $*"
   echo "skipped: $*"; exit 0
 }
+or_die() { # COMMAND...: its output. When it fails, the test fails, also from inside $(...), where
+  # an empty answer must mean "nothing found", never "the query failed".
+  local out
+  if ! out=$("$@"); then echo "FAILED: $*" >&2; kill -TERM $$; exit 1; fi
+  printf '%s\n' "$out"
+}
 violations() { # DB: what check_invariants() finds, on one line; empty when the data is consistent
-  psql_db "$1" -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()"
+  or_die psql_db "$1" -c "SELECT string_agg(invariant || ': ' || detail, '; ') FROM checkout.check_invariants()"
 }
 over_refunded() { # DB: payments whose pending and succeeded refunds add up beyond their amount
-  psql_db "$1" -c "SELECT string_agg(p.stripe_payment_intent_id, ' ') FROM checkout.payment_intents p
+  or_die psql_db "$1" -c "SELECT string_agg(p.stripe_payment_intent_id, ' ') FROM checkout.payment_intents p
     WHERE p.amount < (SELECT coalesce(sum(r.amount), 0) FROM checkout.refunds r
                       WHERE r.organization_id = p.organization_id AND r.payment_intent_id = p.stripe_payment_intent_id
                         AND r.status IN ('pending', 'succeeded'))"
