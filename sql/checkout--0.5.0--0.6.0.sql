@@ -1053,6 +1053,8 @@ BEGIN
             DETAIL = 'citus.enable_unsafe_triggers is off in this session on the coordinator; it must be on for every node''s sessions',
             HINT = 'ALTER SYSTEM SET citus.enable_unsafe_triggers = on; SELECT pg_reload_conf(); on each node (checkout''s triggers touch only their own tenant''s colocated rows).';
   END IF;
+  -- A maintenance job or a claim starting now waits until this commits (citus::after_distribute).
+  LOCK TABLE checkout.maintenance_runs IN SHARE MODE;
   -- organizations on every node; the tenant tables referencing it stay local until distributed
   -- below (Citus would otherwise turn them into local tables of its metadata, which the workers
   -- already have from the extension).

@@ -3,7 +3,7 @@
 //! `checkout.customers_<shard id>`, on the node that holds the tenant. SQL is routed there by
 //! Citus; the index lookups (`lookups`), which bypass the executor, read the shard themselves.
 use crate::errors::{raise, Kind};
-use crate::plans::{first_row, ok, select};
+use crate::plans::{ok, select};
 use pgrx::pg_sys;
 use pgrx::spi::Spi;
 use pgrx::Uuid;
@@ -28,12 +28,7 @@ pub fn distributed() -> bool {
     }
     // SAFETY: a catalog lookup by a NUL-terminated name; missing_ok.
     let citus = unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } != pg_sys::InvalidOid;
-    let found = citus
-        && Spi::connect(|client| {
-            first_row(select(client, DISTRIBUTED_SQL, Some(1), &[]))
-                .and_then(|row| ok(row.get::<bool>(1)))
-                .unwrap_or(false)
-        });
+    let found = citus && customers_distributed();
     DISTRIBUTED.set((generation, found));
     found
 }
@@ -43,8 +38,48 @@ thread_local! {
     static DISTRIBUTED: Cell<(u64, bool)> = const { Cell::new((0, false)) };
 }
 
-const DISTRIBUTED_SQL: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
-  WHERE p.logicalrelid OPERATOR(pg_catalog.=) 'checkout.customers'::pg_catalog.regclass)";
+/// Whether pg_dist_partition has checkout.customers, read with the catalog snapshot: what is
+/// committed now, whatever the transaction's snapshot. A query under an older snapshot (a
+/// REPEATABLE READ transaction, or a statement that waited for distribute() to commit) would
+/// answer "not distributed", and that answer would be kept until the next invalidation.
+fn customers_distributed() -> bool {
+    // SAFETY: catalog lookups of NUL-terminated names (InvalidOid when missing); the scan key
+    // compares pg_dist_partition's first column, logicalrelid (an oid), with oideq; the relation
+    // is open and locked for the scan, closed after it.
+    unsafe {
+        let partition = pg_sys::get_relname_relid(
+            c"pg_dist_partition".as_ptr(),
+            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+        );
+        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
+        let customers = pg_sys::get_relname_relid(c"customers".as_ptr(), schema);
+        if partition == pg_sys::InvalidOid || customers == pg_sys::InvalidOid {
+            return false;
+        }
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(partition, lock);
+        let mut key = pg_sys::ScanKeyData::default();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            1,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_OIDEQ),
+            pg_sys::Datum::from(customers),
+        );
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::InvalidOid,
+            false,
+            std::ptr::null_mut(),
+            1,
+            &mut key,
+        );
+        let found = !pg_sys::systable_getnext(scan).is_null();
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, lock);
+        found
+    }
+}
 
 const SHARDS_SQL: &str =
     "SELECT c.relname::pg_catalog.text, s.shardid FROM pg_catalog.pg_dist_shard s
@@ -186,11 +221,31 @@ fn set_routing_settings(one_tenant: bool) {
 /// looks for the organizations with due rows, over every shard, then calls it again.
 #[pgrx::pg_extern(volatile, parallel_unsafe)]
 pub fn routed_here(p_one_tenant: pgrx::default!(bool, "true")) -> bool {
+    if !p_one_tenant {
+        after_distribute();
+    }
     let distributed = distributed();
     if distributed {
         set_routing_settings(p_one_tenant);
     }
     distributed
+}
+
+/// A job or a claim decides once whether it runs on a cluster, then acts on every organization.
+/// Deciding while `distribute()` runs, it would act as on one server on tables that are distributed
+/// by the time its statements run (a maintenance tick failed so: "could not run distributed query
+/// with FOR UPDATE/SHARE commands"). distribute() holds SHARE on checkout.maintenance_runs; this
+/// lock waits for it to commit, and taking it reads the invalidations that commit sent.
+fn after_distribute() {
+    // SAFETY: catalog lookups of NUL-terminated names (InvalidOid when missing, then nothing is
+    // locked); the lock is held until the transaction ends, as a statement's would be.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
+        let runs = pg_sys::get_relname_relid(c"maintenance_runs".as_ptr(), schema);
+        if runs != pg_sys::InvalidOid {
+            pg_sys::LockRelationOid(runs, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        }
+    }
 }
 
 #[track_caller]

@@ -13,12 +13,17 @@ esac
 [ -f "$("$E2E_BIN/pg_config" --pkglibdir)/citus.so" ] \
   || skip "Citus is not installed for PostgreSQL $E2E_VERSION (scripts/setup builds it from ../shared/vendor)"
 
-base=$((E2E_PORT + 300)) # coordinator; the workers on base + 1 and base + 2, and base + 3 added later
+base=$((E2E_PORT + 400)) # coordinator (t_settings uses + 300); the workers on base + 1 and base + 2, and base + 3 added later
 nodes=($base $((base + 1)) $((base + 2)) $((base + 3)))
 dir() { echo "$PGDATA_BASE/citus-$1"; }
 cleanup() { for p in "${nodes[@]}"; do stop_cluster "$E2E_VERSION" "$(dir "$p")" || true; rm -rf "$(dir "$p")" || true; done; }
+keep_logs() { # after a failure: the nodes' logs outlive the cleanup
+  local kept="$PGDATA_BASE/t_citus-$E2E_VERSION-logs"; rm -rf "$kept"; mkdir -p "$kept"
+  for p in "${nodes[@]}"; do cp "$(dir "$p")/server.log" "$kept/$p.log" 2>/dev/null || true; done
+  echo "the nodes' logs: $kept" >&2
+}
 work=$(mktemp -d)
-trap 'rm -rf "$work"; cleanup' EXIT
+trap 'rc=$?; [ $rc = 0 ] || keep_logs; rm -rf "$work"; cleanup' EXIT
 cleanup
 for p in "${nodes[@]}"; do
   # The coordinator runs checkout's maintenance worker (idle until the maintenance section).
@@ -40,7 +45,19 @@ C -c "CREATE EXTENSION checkout" # propagated to the workers
 assert_eq "not distributed" "$(C -c "SELECT state FROM checkout.distribution_state()")" "before distribute()"
 
 # distribute(): organizations a reference table, 14 tenant tables, the tenant functions; again: nothing.
+# Meanwhile the maintenance worker runs every second: a job deciding while distribute() runs waits
+# for it (a tick once failed, deciding "one server" just before the tables became distributed).
+C -c "ALTER SYSTEM SET checkout.maintenance_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 100); do [ "$(C -c "SELECT count(*) FROM checkout.maintenance_runs")" = 5 ] && break; sleep 0.1; done
 done_lines=$(C -c "SELECT checkout.distribute()")
+distributed_at=$(C -c "SELECT clock_timestamp()")
+for _ in $(seq 100); do
+  [ "$(C -c "SELECT count(*) FROM checkout.maintenance_runs WHERE last_run_at > '$distributed_at'")" = 5 ] && break; sleep 0.1
+done
+C -c "ALTER SYSTEM SET checkout.maintenance_interval = '1h'" -c "SELECT pg_reload_conf()" >/dev/null
+assert_eq "5 none" "$(C -c "SELECT count(*) FILTER (WHERE last_run_at > '$distributed_at') || ' ' ||
+  coalesce(string_agg(job || ': ' || last_error, '; ') FILTER (WHERE last_error IS NOT NULL), 'none') FROM checkout.maintenance_status()")" \
+  "maintenance runs around distribute(), and their errors"
 echo "$done_lines" | grep -q '^organizations: reference table$' || fail "organizations: $done_lines"
 assert_eq 14 "$(echo "$done_lines" | grep -c ': distributed by organization_id$')" "tenant tables distributed"
 assert_eq 5 "$(echo "$done_lines" | grep -c 'now ON DELETE NO ACTION$')" "SET NULL foreign keys replaced"

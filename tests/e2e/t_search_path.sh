@@ -22,7 +22,7 @@ definers="FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND
     AND p.prosecdef AND p.pronamespace::regnamespace::text NOT IN ('tests', 'checkout_test')"
 n=$(psql_db e2e_sp_plain -c "SELECT count(*) $definers")
 [ "$n" -ge 30 ] || fail "only $n SECURITY DEFINER functions found: the catalog query misses some"
-assert_eq "" "$(psql_db e2e_sp_plain -c "SELECT string_agg(p.oid::regprocedure::text || ' ' || coalesce(p.proconfig::text, '(no SET)'), '; ' ORDER BY p.oid::regprocedure::text)
+assert_eq "" "$(or_die psql_db e2e_sp_plain -c "SELECT string_agg(p.oid::regprocedure::text || ' ' || coalesce(p.proconfig::text, '(no SET)'), '; ' ORDER BY p.oid::regprocedure::text)
   $definers AND p.prorettype <> 'trigger'::regtype AND NOT ('search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}')))")" \
   "SECURITY DEFINER functions without search_path=pg_catalog, pg_temp"
 # The trigger functions are native and set nothing (no GUC save and restore per row): every name

@@ -30,7 +30,7 @@ lines() { tr '\n' ' ' | sed 's/ $//'; } # stdin's lines on one line
 
 "$E2E_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres \
   -c "CREATE DATABASE $DB" -c "CREATE ROLE worker LOGIN"
-assert_eq "" "$(as postgres -c "SHOW shared_preload_libraries")" "shared_preload_libraries of the second cluster"
+assert_eq "" "$(or_die as postgres -c "SHOW shared_preload_libraries")" "shared_preload_libraries of the second cluster"
 as postgres >/dev/null <<SQL
 CREATE EXTENSION checkout;
 GRANT USAGE ON SCHEMA checkout TO worker;
