@@ -635,6 +635,7 @@ DECLARE
   v_org uuid;
   v_claimed integer := 0;
   v_event checkout.webhook_events;
+  v_claim text;
 BEGIN
   IF p_batch IS NULL OR p_batch < 0 THEN
     RAISE EXCEPTION 'p_batch must be >= 0' USING ERRCODE = 'invalid_parameter_value';
@@ -649,6 +650,23 @@ BEGIN
       GROUP BY organization_id) waiting;
     PERFORM checkout.routed_here(); -- from here on, each statement names one organization
   END IF;
+  -- The type filter is the only text added to the statement; values are bound.
+  v_claim := format($q$
+  WITH due AS (
+    SELECT e.organization_id, e.id FROM checkout.webhook_events e
+    WHERE e.status IN ('pending', 'deferred') %s AND ($3 IS NULL OR e.organization_id = $3)
+      AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
+                      WHERE ($3 IS NULL OR o.organization_id = $3)
+                        AND o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
+                        AND o.id <> e.id
+                        AND (o.status = 'processing'
+                             OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
+                             OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
+    ORDER BY e.event_created_at, e.created_at
+    LIMIT $1 FOR UPDATE SKIP LOCKED)
+  UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
+  FROM due WHERE ($3 IS NULL OR e.organization_id = $3) AND e.organization_id = due.organization_id AND e.id = due.id
+  RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END);
   FOREACH v_org IN ARRAY v_orgs LOOP
     -- Expired leases (idx_webhook_events_processing); rows another claimer is handling are skipped.
     UPDATE checkout.webhook_events e
@@ -668,24 +686,7 @@ BEGIN
                           AND n.status = 'processed' AND n.event_created_at > x.event_created_at)
           FOR UPDATE SKIP LOCKED) superseded
     WHERE (v_org IS NULL OR e.organization_id = v_org) AND e.organization_id = superseded.organization_id AND e.id = superseded.id;
-    -- The type filter is the only text added to the statement; values are bound.
-    FOR v_event IN EXECUTE format($q$
-    WITH due AS (
-      SELECT e.organization_id, e.id FROM checkout.webhook_events e
-      WHERE e.status IN ('pending', 'deferred') %s AND ($3 IS NULL OR e.organization_id = $3)
-        AND NOT EXISTS (SELECT 1 FROM checkout.webhook_events o
-                        WHERE ($3 IS NULL OR o.organization_id = $3)
-                          AND o.organization_id = e.organization_id AND o.provider = e.provider AND o.object_id = e.object_id
-                          AND o.id <> e.id
-                          AND (o.status = 'processing'
-                               OR (o.status IN ('pending', 'deferred') AND o.event_created_at < e.event_created_at)
-                               OR (o.status = 'processed' AND o.event_created_at > e.event_created_at)))
-      ORDER BY e.event_created_at, e.created_at
-      LIMIT $1 FOR UPDATE SKIP LOCKED)
-    UPDATE checkout.webhook_events e SET status = 'processing', attempts = e.attempts + 1, updated_at = now()
-    FROM due WHERE ($3 IS NULL OR e.organization_id = $3) AND e.organization_id = due.organization_id AND e.id = due.id
-    RETURNING e.*$q$, CASE WHEN p_types IS NOT NULL THEN 'AND e.type = ANY ($2)' ELSE '' END)
-    USING p_batch - v_claimed, p_types, v_org
+    FOR v_event IN EXECUTE v_claim USING p_batch - v_claimed, p_types, v_org
     LOOP
       v_claimed := v_claimed + 1;
       RETURN NEXT v_event;

@@ -21,21 +21,26 @@ pgrx::extension_sql_file!(
 /// EXTENSION each send one), so a call asks the catalogs at most once per change; on PostgreSQL 15
 /// and 16 even the extension lookup is an index scan of pg_extension.
 pub fn distributed() -> bool {
+    state().1
+}
+
+/// (Citus installed here, checkout distributed), kept as [`distributed`] says.
+fn state() -> (bool, bool) {
     let generation = crate::lookups::generation();
-    let (seen, answer) = DISTRIBUTED.get();
+    let (seen, citus, distributed) = STATE.get();
     if seen == generation {
-        return answer;
+        return (citus, distributed);
     }
     // SAFETY: a catalog lookup by a NUL-terminated name; missing_ok.
     let citus = unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } != pg_sys::InvalidOid;
-    let found = citus && customers_distributed();
-    DISTRIBUTED.set((generation, found));
-    found
+    let distributed = citus && customers_distributed();
+    STATE.set((generation, citus, distributed));
+    (citus, distributed)
 }
 
 thread_local! {
-    // (relation cache generation, answer) of `distributed`.
-    static DISTRIBUTED: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+    // (relation cache generation, Citus installed, distributed) of `state`.
+    static STATE: Cell<(u64, bool, bool)> = const { Cell::new((0, false, false)) };
 }
 
 /// Whether pg_dist_partition has checkout.customers, read with the catalog snapshot: what is
@@ -51,9 +56,10 @@ fn customers_distributed() -> bool {
             c"pg_dist_partition".as_ptr(),
             pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
         );
-        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
-        let customers = pg_sys::get_relname_relid(c"customers".as_ptr(), schema);
-        if partition == pg_sys::InvalidOid || customers == pg_sys::InvalidOid {
+        let Some(customers) = crate::lookups::table_oid(c"customers") else {
+            return false;
+        };
+        if partition == pg_sys::InvalidOid {
             return false;
         }
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
@@ -236,15 +242,14 @@ pub fn routed_here(p_one_tenant: pgrx::default!(bool, "true")) -> bool {
 /// by the time its statements run (a maintenance tick failed so: "could not run distributed query
 /// with FOR UPDATE/SHARE commands"). distribute() holds SHARE on checkout.maintenance_runs; this
 /// lock waits for it to commit, and taking it reads the invalidations that commit sent.
+/// Without Citus there is nothing to wait for, and no lock.
 fn after_distribute() {
-    // SAFETY: catalog lookups of NUL-terminated names (InvalidOid when missing, then nothing is
-    // locked); the lock is held until the transaction ends, as a statement's would be.
-    unsafe {
-        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
-        let runs = pg_sys::get_relname_relid(c"maintenance_runs".as_ptr(), schema);
-        if runs != pg_sys::InvalidOid {
-            pg_sys::LockRelationOid(runs, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        }
+    if !state().0 {
+        return;
+    }
+    if let Some(runs) = crate::lookups::table_oid(c"maintenance_runs") {
+        // SAFETY: a table's OID; the lock is held until the transaction ends, as a statement's.
+        unsafe { pg_sys::LockRelationOid(runs, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
     }
 }
 

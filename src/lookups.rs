@@ -707,6 +707,11 @@ fn oid(name: &'static CStr, kind: u8) -> pg_sys::Oid {
     try_oid(name, kind).unwrap_or_else(|| missing(name))
 }
 
+/// The OID of the table `checkout.<name>`, None when there is none; cached as [`oid`].
+pub fn table_oid(name: &'static CStr) -> Option<pg_sys::Oid> {
+    try_oid(name, pg_sys::RELKIND_RELATION)
+}
+
 /// The same, None when there is no such relation (not cached: looked up again next time).
 fn try_oid(name: &'static CStr, kind: u8) -> Option<pg_sys::Oid> {
     let generation = GENERATION.with(Cell::get);

@@ -72,7 +72,7 @@ pub struct Firing<'a> {
 pub fn fired<'a>(
     trigger: &'a PgTrigger<'a>,
     function: &str,
-    table: &CStr,
+    table: &'static CStr,
     when: When,
 ) -> Firing<'a> {
     let data = trigger.trigger_data();
@@ -83,7 +83,7 @@ pub fn fired<'a>(
         When::Before => pg_sys::TRIGGER_EVENT_BEFORE,
         When::After => pg_sys::TRIGGER_EVENT_AFTER,
     };
-    let own = relation.rd_id == checkout_table(table);
+    let own = crate::lookups::table_oid(table) == Some(relation.rd_id);
     let on_shard = !own && is_shard_of(relation, table);
     if !(own || on_shard)
         || event & pg_sys::TRIGGER_EVENT_ROW == 0
@@ -121,19 +121,6 @@ pub fn fired<'a>(
         new: Row::new(new, relation.rd_att),
         old: Row::new(old, relation.rd_att),
         _routed: on_shard.then(crate::citus::Routed::enter),
-    }
-}
-
-/// The OID of `checkout.<table>`, InvalidOid when there is none. Catalog lookups by name in the
-/// named schema: no search_path takes part.
-fn checkout_table(table: &CStr) -> Oid {
-    // SAFETY: plain catalog cache lookups of NUL-terminated names; missing_ok.
-    unsafe {
-        let schema = pg_sys::get_namespace_oid(c"checkout".as_ptr(), true);
-        if schema == pg_sys::InvalidOid {
-            return pg_sys::InvalidOid;
-        }
-        pg_sys::get_relname_relid(table.as_ptr(), schema)
     }
 }
 
